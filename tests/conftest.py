@@ -1,0 +1,109 @@
+"""Shared fixtures: pictures drawn at run time, and running the notebook on them."""
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+from nbmake.nb_run import NotebookRun
+from notebook_code import NOTEBOOK, ROOT, load_notebook_code
+from PIL import Image, ImageDraw
+
+SHARED_PHOTOS = ROOT.parent / "shared" / "datasets" / "clothing_small_10cls"
+
+
+def draw_picture(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A deterministic picture of coloured rectangles and ellipses, different for every seed."""
+    rng = random.Random(seed)
+    width, height = size
+    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(14):
+        x0, x1 = sorted(rng.randrange(width) for _ in range(2))
+        y0, y1 = sorted(rng.randrange(height) for _ in range(2))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape([x0, y0, x1 + 1, y1 + 1], fill=tuple(rng.randrange(256) for _ in range(3)))
+    return image
+
+
+def save_picture(path: Path, seed: int, size: tuple[int, int] = (320, 240), **save_options) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draw_picture(seed, size).save(path, **save_options)
+    return path
+
+
+@pytest.fixture(scope="session")
+def nb():
+    """The notebook's functions and constants."""
+    return load_notebook_code()
+
+
+class NotebookRunner:
+    """Runs the notebook with nbmake under IMGSIM_* settings, and reads back what it wrote."""
+
+    def __init__(self, workdir: Path, monkeypatch: pytest.MonkeyPatch):
+        self.qdrant_path = workdir / "qdrant"
+        self.report_path = workdir / "report" / "run_report.json"
+        self.monkeypatch = monkeypatch
+        for name in list(os.environ):
+            if name.startswith(("IMGSIM_", "QDRANT_")):
+                monkeypatch.delenv(name)
+        self.set(
+            WEIGHTS="none",
+            MODEL="resnet18",
+            BATCH_SIZE="4",
+            QDRANT_PATH=str(self.qdrant_path),
+            REPORT=str(self.report_path),
+        )
+
+    def set(self, **settings: str) -> None:
+        for name, value in settings.items():
+            self.monkeypatch.setenv(f"IMGSIM_{name}", value)
+
+    def run(self):
+        """Execute the notebook; returns (report, executed notebook, error or None)."""
+        self.report_path.unlink(missing_ok=True)
+        result = NotebookRun(NOTEBOOK, 900).execute()
+        report = json.loads(self.report_path.read_text()) if self.report_path.exists() else None
+        return report, result.nb, result.error
+
+    def run_ok(self) -> dict:
+        report, _, error = self.run()
+        assert error is None, f"notebook failed:\n{error.summary}\n{error.trace}"
+        return report
+
+    def stored_payloads(self, collection: str = "images") -> dict[str, dict]:
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(path=str(self.qdrant_path))
+        try:
+            points, _ = client.scroll(collection, limit=100_000, with_payload=True)
+        finally:
+            client.close()
+        paths = [point.payload["path"] for point in points]
+        assert len(paths) == len(set(paths)), "two points for the same path"
+        return {point.payload["path"]: point.payload for point in points}
+
+
+@pytest.fixture
+def notebook(tmp_path, monkeypatch) -> NotebookRunner:
+    return NotebookRunner(tmp_path, monkeypatch)
+
+
+def output_text(executed_nb) -> str:
+    return "\n".join(
+        output.get("text", "") if isinstance(output.get("text", ""), str) else "".join(output["text"])
+        for cell in executed_nb.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+
+
+def image_outputs(executed_nb) -> int:
+    return sum(
+        "image/png" in output.get("data", {})
+        for cell in executed_nb.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )

@@ -1,0 +1,115 @@
+"""Loading the model: a weights file, the torch hub cache, and clear errors when weights are missing."""
+
+import urllib.error
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import torch
+import torchvision
+from conftest import save_picture
+
+
+def seeded_resnet18_state(seed: int) -> dict:
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18(weights=None).state_dict()
+
+
+def assert_same_weights(model, state: dict) -> None:
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[name], value) for name, value in state.items() if name in loaded)
+
+
+def test_weights_file_is_loaded(nb, tmp_path):
+    state = seeded_resnet18_state(7)
+    path = tmp_path / "my weights.pth"
+    torch.save(state, path)
+
+    model, preprocess, weights_id, vector_size = nb.load_feature_extractor("resnet18", str(path), torch.device("cpu"))
+
+    assert vector_size == 512
+    assert weights_id.startswith("file my weights.pth sha256:")
+    assert isinstance(model.fc, torch.nn.Identity)
+    assert not model.training
+    assert_same_weights(model, {k: v for k, v in state.items() if not k.startswith("fc.")})
+    assert preprocess.crop_size == [224]
+    with torch.inference_mode():
+        assert model(torch.rand(2, 3, 224, 224)).shape == (2, 512)
+
+
+def test_missing_weights_file_says_how_to_supply_one(nb, tmp_path):
+    with pytest.raises(FileNotFoundError, match="IMGSIM_WEIGHTS=none") as raised:
+        nb.build_resnet("resnet50", str(tmp_path / "absent.pth"))
+    assert "torch.save" in str(raised.value)
+
+
+def test_unknown_weights_name_lists_the_choices(nb):
+    with pytest.raises(ValueError, match="IMAGENET1K_V2"):
+        nb.build_resnet("resnet50", "IMAGENET_BEST")
+
+
+def test_unknown_model_is_refused(nb):
+    with pytest.raises(ValueError, match="resnet152"):
+        nb.build_resnet("vgg16", "none")
+
+
+def test_default_weights_come_from_the_torch_hub_cache(nb, tmp_path, monkeypatch):
+    weights = torchvision.models.ResNet18_Weights.DEFAULT
+    cached = tmp_path / "hub" / "checkpoints" / Path(urlparse(weights.url).path).name
+    cached.parent.mkdir(parents=True)
+    state = seeded_resnet18_state(3)
+    torch.save(state, cached)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    model, _, weights_id = nb.build_resnet("resnet18", "DEFAULT")
+
+    assert weights_id == "IMAGENET1K_V1"
+    assert_same_weights(model, state)
+
+
+def test_failed_download_stops_with_offline_instructions(nb, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def unreachable(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "urlopen", unreachable)
+    with pytest.raises(RuntimeError, match="Offline") as raised:
+        nb.build_resnet("resnet50", "DEFAULT")
+    message = str(raised.value)
+    assert "IMGSIM_WEIGHTS=/path/to/weights.pth" in message and "IMGSIM_WEIGHTS=none" in message
+    assert str(tmp_path / "hub" / "checkpoints") in message
+
+
+def test_random_weights_are_seeded_and_announced(nb):
+    with pytest.warns(UserWarning, match="NOT semantic"):
+        first, _, weights_id = nb.build_resnet("resnet18", "none")
+    with pytest.warns(UserWarning):
+        second, _, _ = nb.build_resnet("resnet18", "none")
+    assert weights_id.startswith("none")
+    assert_same_weights(first, second.state_dict())
+
+
+def test_notebook_runs_with_a_weights_file(tmp_path, notebook):
+    weights = tmp_path / "resnet18.pth"
+    torch.save(seeded_resnet18_state(11), weights)
+    for seed in range(3):
+        save_picture(tmp_path / "images" / f"p{seed}.png", seed)
+    notebook.set(IMAGE_DIR=str(tmp_path / "images"), WEIGHTS=str(weights))
+
+    report = notebook.run_ok()
+
+    assert report["weights"].startswith("file resnet18.pth sha256:")
+    assert report["points_in_collection"] == 3
+    assert all(payload["model"] == f"resnet18/{report['weights']}" for payload in notebook.stored_payloads().values())
+
+
+def test_notebook_stops_with_a_clear_message_when_the_weights_file_is_missing(tmp_path, notebook):
+    save_picture(tmp_path / "images" / "p.png", 0)
+    notebook.set(IMAGE_DIR=str(tmp_path / "images"), WEIGHTS=str(tmp_path / "missing.pth"))
+
+    report, _, error = notebook.run()
+
+    assert report is None
+    assert error is not None and "FileNotFoundError" in error.summary + error.trace
+    assert "IMGSIM_WEIGHTS=none" in error.trace
