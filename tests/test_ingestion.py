@@ -1,0 +1,214 @@
+"""Messy real-world folders: every file is embedded correctly or skipped with its reason, never a crash."""
+
+import io
+import os
+import shutil
+import struct
+import tempfile
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from conftest import draw_picture, output_text, save_picture
+from PIL import Image
+
+PREPROCESS = torchvision.models.ResNet18_Weights.DEFAULT.transforms()
+EMBEDDED = None
+RUNNING_AS_ROOT = os.geteuid() == 0
+
+
+def jpeg_bytes(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **options)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG that claims `width` x `height` pixels: a decompression bomb's signature."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def exif_rotated(image: Image.Image) -> tuple[Image.Image, Image.Exif]:
+    """The picture as a phone stores it when held sideways: pixels turned, EXIF Orientation 6 to undo it."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    return image.transpose(Image.Transpose.ROTATE_90), exif
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def build_messy_folder(root: Path) -> dict[str, str | None]:
+    """Create every awkward input; returns the expected outcome per relative path (None: embedded)."""
+    upright = draw_picture(1)
+    expected = {}
+
+    def add(key: str, outcome: str | None, writer) -> None:
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer(path)
+        expected[key] = outcome
+
+    add("photos/upright.jpg", EMBEDDED, lambda p: upright.save(p, quality=95))
+    rotated, exif = exif_rotated(upright)
+    add("photos/rotated_by_exif.jpg", EMBEDDED, lambda p: rotated.save(p, quality=95, exif=exif))
+    add("photos/sideways_without_exif.jpg", EMBEDDED, lambda p: rotated.save(p, quality=95))
+    whole = jpeg_bytes(draw_picture(2, (640, 480)))
+    add("broken/truncated.jpg", "truncated image data", lambda p: write(p, whole[: len(whole) // 2]))
+    add("broken/empty.jpg", "empty file (0 bytes)", lambda p: write(p, b""))
+    add("broken/notes.jpg", "not an image", lambda p: write(p, b"shopping list: eggs, milk\n" * 20))
+    add("broken/bomb.png", "decompression bomb", lambda p: write(p, png_header_only(30_000, 30_000)))
+    add("formats/png_bytes.jpg", EMBEDDED, lambda p: draw_picture(3).save(p, "PNG"))
+    add("formats/cmyk.jpg", EMBEDDED, lambda p: draw_picture(4).convert("CMYK").save(p, "JPEG"))
+    gradient16 = (np.linspace(0, 65535, 200 * 150).reshape(150, 200)).astype(np.uint16)
+    add("formats/gray16.png", EMBEDDED, lambda p: Image.fromarray(gradient16).save(p))
+    add("formats/palette_transparent.png", EMBEDDED, lambda p: palette_with_transparency().save(p, transparency=0))
+    add("formats/rgba.png", EMBEDDED, lambda p: draw_picture(5).convert("RGBA").save(p))
+    add("formats/la.png", EMBEDDED, lambda p: draw_picture(6).convert("LA").save(p))
+    add("formats/gray.jpg", EMBEDDED, lambda p: draw_picture(7).convert("L").save(p))
+    add("formats/animated.gif", EMBEDDED, lambda p: save_animation(p))
+    add("formats/photo.webp", EMBEDDED, lambda p: draw_picture(8).save(p, "WEBP"))
+    add("formats/scan.tiff", EMBEDDED, lambda p: draw_picture(9).save(p, "TIFF"))
+    add("formats/scan2.tif", EMBEDDED, lambda p: draw_picture(10).save(p, "TIFF"))
+    add("formats/bitmap.bmp", EMBEDDED, lambda p: draw_picture(11).save(p, "BMP"))
+    add("sizes/one_pixel.png", EMBEDDED, lambda p: Image.new("RGB", (1, 1), "red").save(p))
+    add("sizes/panorama.jpg", EMBEDDED, lambda p: draw_picture(12, (6000, 150)).save(p))
+    add("names/summer holiday/été à la plage №1.JPG", EMBEDDED, lambda p: draw_picture(13).save(p, "JPEG"))
+    add("names/SHOUTING.PNG", EMBEDDED, lambda p: draw_picture(14).save(p))
+    add("names/mixed.JpEg", EMBEDDED, lambda p: draw_picture(15).save(p, "JPEG"))
+    add("nested/a/b/c/deep.png", EMBEDDED, lambda p: draw_picture(16).save(p))
+    add("twins/original.png", EMBEDDED, lambda p: draw_picture(17).save(p))
+    add("twins/same bytes.png", EMBEDDED, lambda p: shutil.copyfile(root / "twins/original.png", p))
+    add("locked/no_permission.jpg", EMBEDDED if RUNNING_AS_ROOT else "permission denied", save_locked)
+    add("top_level.png", EMBEDDED, lambda p: draw_picture(18).save(p))
+
+    os.symlink("..", root / "nested" / "loop")
+    save_picture(root / ".ipynb_checkpoints" / "upright-checkpoint.png", 19)
+    save_picture(root / "photos" / ".hidden.jpg", 20)
+    save_picture(root / ".thumbnails" / "cache.jpg", 21)
+    write(root / "photos" / "notes.txt", b"not an image extension")
+    return expected
+
+
+def palette_with_transparency() -> Image.Image:
+    image = draw_picture(22).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    return image
+
+
+def save_animation(path: Path) -> None:
+    frames = [draw_picture(seed) for seed in (23, 24, 25)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def save_locked(path: Path) -> None:
+    draw_picture(26).save(path, "JPEG")
+    path.chmod(0)
+
+
+def test_every_input_kind_has_the_expected_outcome_one_by_one(nb, tmp_path):
+    expected = build_messy_folder(tmp_path)
+    for key, outcome in expected.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            loaded = nb.load_image(tmp_path / key, PREPROCESS)
+        if outcome is EMBEDDED:
+            assert loaded.error is None, f"{key}: {loaded.error}"
+            assert loaded.pixels.shape == (3, 224, 224) and loaded.pixels.dtype == torch.float32
+        else:
+            assert loaded.error and outcome in loaded.error, f"{key}: {loaded.error!r} lacks {outcome!r}"
+            assert loaded.pixels is None
+
+
+def test_folder_scan_ignores_hidden_entries_and_follows_a_symlink_loop_once(nb, tmp_path):
+    expected = build_messy_folder(tmp_path)
+    found = [nb.relative_key(path, tmp_path) for path in nb.find_images(tmp_path)]
+    assert sorted(found) == sorted(expected)
+
+
+def test_exif_rotation_is_applied_and_reported_upright(nb, tmp_path):
+    build_messy_folder(tmp_path)
+    upright = nb.load_image(tmp_path / "photos/upright.jpg", PREPROCESS)
+    rotated = nb.load_image(tmp_path / "photos/rotated_by_exif.jpg", PREPROCESS)
+    sideways = nb.load_image(tmp_path / "photos/sideways_without_exif.jpg", PREPROCESS)
+    assert (rotated.width, rotated.height) == (upright.width, upright.height) == (320, 240)
+    assert (sideways.width, sideways.height) == (240, 320)
+    assert (rotated.pixels - upright.pixels).abs().mean() < 0.05
+    assert (sideways.pixels - upright.pixels).abs().mean() > 0.3
+
+
+def test_colour_conversions_keep_the_picture(nb):
+    transparent = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert nb.to_rgb(transparent).getpixel((0, 0)) == (255, 255, 255), "transparent must become white"
+    half = Image.new("LA", (4, 4), (0, 128))
+    assert nb.to_rgb(half).getpixel((0, 0)) == (127, 127, 127)
+    gradient16 = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16))
+    assert [nb.to_rgb(gradient16).getpixel((x, 0))[0] for x in range(3)] == [0, 127, 255]
+    cmyk = Image.new("CMYK", (2, 2), (0, 255, 255, 0))
+    assert nb.to_rgb(cmyk).getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_an_unreadable_file_is_skipped_as_permission_denied(nb):
+    folder = Path(tempfile.mkdtemp(prefix="imgsim-unreadable-"))
+    try:
+        folder.chmod(0o755)
+        path = folder / "locked.jpg"
+        save_locked(path)
+        error = load_image_error_as_unprivileged_user(nb, path) if RUNNING_AS_ROOT else nb.load_image(path, None).error
+        assert error == "permission denied"
+    finally:
+        shutil.rmtree(folder)
+
+
+def load_image_error_as_unprivileged_user(nb, path: Path) -> str:
+    """Root reads any file, so a forked child drops to user `nobody` before it tries to read `path`."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_end, str(nb.load_image(path, None).error).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        message = pipe.read()
+    os.waitpid(pid, 0)
+    return message
+
+
+def test_notebook_survives_the_messy_folder(tmp_path, notebook):
+    folder = tmp_path / "images"
+    expected = build_messy_folder(folder)
+    skipped_expected = {key: reason for key, reason in expected.items() if reason is not EMBEDDED}
+    embedded_expected = [key for key, reason in expected.items() if reason is EMBEDDED]
+    notebook.set(IMAGE_DIR=str(folder), QUERY_IMAGE=str(folder / "photos/rotated_by_exif.jpg"))
+
+    report, executed, error = notebook.run()
+
+    assert error is None, error and f"{error.summary}\n{error.trace}"
+    assert report["images_found"] == len(expected)
+    assert report["embedded"] == report["points_in_collection"] == len(embedded_expected)
+    reasons = {item["path"]: item["reason"] for item in report["skipped"]}
+    assert set(reasons) == set(skipped_expected)
+    for key, reason in skipped_expected.items():
+        assert reason in reasons[key]
+    assert sorted(notebook.stored_payloads()) == sorted(embedded_expected)
+    assert report["exact_duplicates"] == [["twins/original.png", "twins/same bytes.png"]]
+    assert report["query"]["results"][0]["path"] == "photos/upright.jpg", "EXIF rotation must be applied"
+    text = output_text(executed)
+    assert all(key in text for key in skipped_expected), "the notebook must list the skipped files"
