@@ -30,5 +30,6 @@ def load_notebook_code(notebook: Path = NOTEBOOK) -> SimpleNamespace:
     tree = ast.parse(notebook_source(notebook))
     tree.body = [node for node in tree.body if _is_definition(node)]
     namespace: dict = {"__name__": "notebook_code"}
-    exec(compile(tree, str(notebook), "exec"), namespace)
+    # A name that is not a file: warnings and tracebacks must not quote unrelated lines of the .ipynb JSON.
+    exec(compile(tree, f"<code cells of {notebook.name}>", "exec"), namespace)
     return SimpleNamespace(**namespace)

@@ -104,8 +104,7 @@ def build_messy_folder(root: Path) -> dict[str, str | None]:
 
 
 def palette_with_transparency() -> Image.Image:
-    image = draw_picture(22).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
-    return image
+    return draw_picture(22).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
 
 
 def save_animation(path: Path) -> None:
