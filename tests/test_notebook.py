@@ -94,3 +94,15 @@ def test_no_removed_or_deprecated_api_is_used():
     assert not re.findall(removed, source)
     assert "pretrained=" not in source
     assert "query_points(" in source and "collection_exists(" in source
+
+
+def test_a_folder_with_a_single_unlabelled_image(tmp_path, notebook):
+    save_picture(tmp_path / "images" / "alone.png", 0)
+    notebook.set(IMAGE_DIR=str(tmp_path / "images"))
+
+    report = notebook.run_ok()
+
+    assert report["points_in_collection"] == 1
+    assert report["query"] == {"image": "alone.png", "results": []}
+    assert report["duplicates"]["groups"] == []
+    assert "per_label" not in report["metrics"], "metrics need labelled sub-folders"
