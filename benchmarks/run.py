@@ -6,34 +6,38 @@ Run from the repository root:
     python benchmarks/run.py --json results.json       # the full run, results also written as JSON
     python benchmarks/run.py --levers [--quick]        # the tuning levers study instead of the main table
 
---quick uses fewer images and stops Qdrant at 10k vectors: about 2 minutes on 2 CPU cores, making the 12 MP
-photos on its first run included. --levers takes about 4 minutes with --quick.
+--quick uses fewer images and stops Qdrant at 10k vectors (about 2 minutes on 2 CPU cores, making the 12 MP
+photos on its first run included); --levers --quick takes about 5 minutes.
 
 All measurements run in one process on this machine, with the notebook's own functions (loaded from
 image-similarity-vector-db.ipynb by tests/notebook_code.py) and a randomly initialised model: speed does not
 depend on the weights, and pretrained weights may not be downloadable here.
 
 The main run measures:
-1. model-only throughput: the notebook's ResNet (channels_last) through its `embed_pixels` (inference_mode,
-   L2 normalisation) on random tensors, at the notebook's batch size, in float32;
+1. model-only throughput: the notebook's ResNet (channels_last, inference_mode) on random tensors that are already
+   normalised and on the device, at the notebook's batch size, in float32: the model's own speed;
 2. the notebook's pipeline, `embed_in_batches` consumed fully (read, hash, JPEG draft decode, EXIF transpose,
-   preprocess, forward, normalise) on small photos (--images) and on 12-megapixel phone-size JPEGs
-   (--large-images, or upscaled copies of the small photos with light grain, made once and cached in
-   data/benchmark_cache/);
+   resize and crop, normalise, forward, L2 normalisation) on small photos (--images) and on 12-megapixel
+   phone-size JPEGs (--large-images, or upscaled copies of the small photos with light grain, made once and
+   cached in data/benchmark_cache/);
 3. the original tutorial's approach on the same photos: one image at a time, Image.open().convert("RGB"),
    Resize(1024), CenterCrop(224), ToTensor, Normalize, a batch of one through a default-memory-format model;
 4. Qdrant local mode (disk-backed, like the notebook): upload throughput and top-10 `query_points` latency at
    1k, 10k and 50k (not with --quick) random unit vectors, for DOT (the notebook's way) and for plain COSINE;
 5. the notebook's near-duplicate scan at 10k vectors: scroll them out of Qdrant, centre, blocked all-pairs product.
 It prints one table, the machine, and each ratio against its target (PASS/MISS). The exit code is 0 either
-way: this is a benchmark, not a test. Photo files are read once before timing, so all runs read them from
-the page cache, and each measurement is warmed up (one batch; two images for the per-image loop) before it is
-timed. Model-only and pipeline throughput are measured on the same number of images, batched the same way, with
-model-only run right before and right after each pipeline run (the ratio uses their mean, cancelling drift).
+way: this is a benchmark, not a test.
 
---levers measures, rather than assumes, what each setting changes: JPEG draft mode, loader threads,
-channels_last, torch threads, batch size, and bfloat16 autocast (its speed and its top-10 agreement with float32).
-Each is compared with the notebook's default setting, measured the same way in the same run.
+This machine's speed drifts by 10 % and more over minutes, so throughputs are measured in rounds: in each round,
+model-only right before and right after the pipeline (their mean is that round's model-only figure), then the
+original tutorial, on the same photos. A ratio is computed within each round, and the table shows the median over
+the rounds. Photo files are read once before timing, so every run reads them from the page cache, and each
+measurement is warmed up (one batch; two images for the per-image loop) before it is timed.
+
+--levers measures, rather than assumes, what each setting changes: JPEG draft mode, reading and computing by turns
+or overlapped, preprocessing in two halves or whole per image, loader threads, channels_last, torch threads, batch
+size, and bfloat16 autocast (its speed and its top-10 agreement with float32). The settings of one lever are
+measured in turns, round after round, and compared by their medians.
 """
 
 import argparse
@@ -42,6 +46,7 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -51,7 +56,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, partial
 from importlib.metadata import version
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -83,11 +87,11 @@ TUTORIAL_TRANSFORM = transforms.Compose(
     ]
 )
 
-# image counts, and timed queries per number of stored vectors
-QUICK = {"small": 128, "large": 48, "queries": {1_000: 50, 10_000: 30}}
-FULL = {"small": 512, "large": 160, "queries": {1_000: 100, 10_000: 100, 50_000: 30}}
-LEVERS_QUICK = {"small": 64, "large": 32, "model": 64, "agreement": 64}
-LEVERS_FULL = {"small": 256, "large": 96, "model": 256, "agreement": 200}
+# rounds, images per round, and timed queries per number of stored vectors
+QUICK = {"rounds": 3, "small": 64, "large": 32, "queries": {1_000: 50, 10_000: 30}}
+FULL = {"rounds": 5, "small": 192, "large": 64, "queries": {1_000: 100, 10_000: 100, 50_000: 30}}
+LEVERS_QUICK = {"rounds": 3, "small": 48, "large": 24, "model": 48, "agreement": 64}
+LEVERS_FULL = {"rounds": 5, "small": 128, "large": 48, "model": 128, "agreement": 200}
 
 # name: (what it compares, target, whether the ratio must be at least the target (else at most))
 TARGETS = {
@@ -122,7 +126,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--large-images", type=Path, help="folder of 12 MP photos (default: upscaled --images)")
     parser.add_argument("--model", default=nb.MODEL_NAME, choices=nb.RESNETS)
     parser.add_argument("--batch-size", type=int, help="default: the notebook's (8 on a CPU, 32 on a GPU)")
-    parser.add_argument("--workers", type=int, default=nb.WORKERS, help="background loader threads")
+    parser.add_argument("--workers", type=int, default=nb.WORKERS, help="image reading threads")
     return parser.parse_args()
 
 
@@ -190,12 +194,6 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
     for line in [headers, ["-" * width for width in widths], *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
-
-
-def chunked(items, size: int):
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 def per_second(count: int, run) -> float:
@@ -277,22 +275,22 @@ def tutorial_model(model_name: str, device: torch.device) -> torch.nn.Module:
     return model.eval().to(device)
 
 
-def model_only_rate(model, device, count: int, batch_size: int, side: int, forward=None) -> float:
-    """Images/s of `forward` (default: the notebook's embed_pixels) on random tensors, `count` images in batches."""
-    forward = forward or nb.embed_pixels
-    pixels = torch.randn(batch_size, 3, side, side, generator=torch.Generator().manual_seed(0))
-    forward(model, pixels, device)
+@torch.inference_mode()
+def forward_only(model, batch: torch.Tensor) -> torch.Tensor:
+    return model(batch).cpu()  # .cpu() waits for a GPU to finish
+
+
+def model_only_rate(model, device, count: int, batch_size: int, side: int, memory_format=torch.channels_last) -> float:
+    """Images/s of the model's forward pass alone, on a random batch already normalised and on the device."""
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.randn(batch_size, 3, side, side, generator=generator).to(device, memory_format=memory_format)
+    forward_only(model, batch)
 
     def run():
         for start in range(0, count, batch_size):
-            forward(model, pixels[: min(batch_size, count - start)], device)
+            forward_only(model, batch[: min(batch_size, count - start)])
 
     return per_second(count, run)
-
-
-@torch.inference_mode()
-def forward_in_format(model, pixels: torch.Tensor, device: torch.device, memory_format) -> torch.Tensor:
-    return model(pixels.to(device).contiguous(memory_format=memory_format)).cpu()
 
 
 def embedded_count(batches) -> int:
@@ -318,7 +316,7 @@ def embed_the_tutorial_way(path: Path, model, device) -> torch.Tensor:
 
 
 def tutorial_rate(paths: list[Path], model, device) -> float:
-    """Images/s of the original tutorial's loop: one image at a time, no batching, no background loading."""
+    """Images/s of the original tutorial's loop: one image at a time, no batching, no reading ahead."""
     for path in paths[:2]:
         embed_the_tutorial_way(path, model, device)
     return per_second(len(paths), lambda: [embed_the_tutorial_way(path, model, device) for path in paths])
@@ -415,37 +413,50 @@ def photo_sets(args, small_count: int, large_count: int) -> tuple[list[Path], li
     return small, large
 
 
-def measure_throughputs(args, device, small: list[Path], large: list[Path]) -> tuple[dict, int]:
-    """Images/s of model-only, the notebook's pipeline and the original tutorial; and the vector size.
+def median(values) -> float:
+    return float(statistics.median(values))
 
-    Model-only is measured right before and right after each pipeline run on as many images, and the ratio uses
-    their mean: this machine's speed drifts over minutes, and bracketing cancels a steady drift.
-    """
-    model, preprocess, vector_size = notebook_model(args.model, device)
-    side = preprocess.crop_size[0]
+
+def measure_round(args, device, models, photos: dict[str, list[Path]]) -> dict:
+    """One round: for each photo set, model-only, the pipeline, model-only again, then the original tutorial."""
+    model, preprocess, baseline = models
     rates = {}
-    for name, paths in (("small", small), ("phone", large)):
-        model_only = partial(model_only_rate, model, device, len(paths), args.batch_size, side)
-        log(f"model-only, notebook pipeline on {len(paths)} {name} photos, model-only again")
+    for name, paths in photos.items():
+        model_only = partial(model_only_rate, model, device, len(paths), args.batch_size, preprocess.crop_size[0])
         before = model_only()
         rates[f"pipeline_{name}"] = pipeline_rate(paths, model, preprocess, device, args.batch_size, args.workers)
         after = model_only()
-        rates[f"model_only_{name}"] = {"before": before, "after": after, "mean": (before + after) / 2}
-    baseline = tutorial_model(args.model, device)
-    for name, paths in (("small", small), ("phone", large)):
-        log(f"original tutorial: {len(paths)} {name} photos")
+        rates[f"model_only_{name}"] = (before + after) / 2
         rates[f"tutorial_{name}"] = tutorial_rate(paths, baseline, device)
-    return rates, vector_size
+    return rates
 
 
-def compute_ratios(rates: dict, qdrant: list[dict]) -> dict:
-    p50 = {row["distance"]: row["query_p50_ms"] for row in qdrant if row["vectors"] == 10_000}
+def measure_throughputs(args, device, photos: dict[str, list[Path]], rounds: int) -> tuple[list[dict], int]:
+    """Images/s of model-only, the notebook's pipeline and the original tutorial, per round; and the vector size."""
+    model, preprocess, vector_size = notebook_model(args.model, device)
+    models = (model, preprocess, tutorial_model(args.model, device))
+    per_round = []
+    for number in range(1, rounds + 1):
+        log(f"round {number}/{rounds}: model-only, pipeline, model-only, original tutorial on small and 12 MP photos")
+        per_round.append(measure_round(args, device, models, photos))
+    return per_round, vector_size
+
+
+def round_ratios(rates: dict) -> dict:
     return {
-        "small_pipeline_vs_model_only": rates["pipeline_small"] / rates["model_only_small"]["mean"],
+        "small_pipeline_vs_model_only": rates["pipeline_small"] / rates["model_only_small"],
         "phone_pipeline_vs_tutorial": rates["pipeline_phone"] / rates["tutorial_phone"],
-        "phone_pipeline_vs_model_only": rates["pipeline_phone"] / rates["model_only_phone"]["mean"],
-        "dot_vs_cosine_query_p50_10k": p50["DOT"] / p50["COSINE"],
+        "phone_pipeline_vs_model_only": rates["pipeline_phone"] / rates["model_only_phone"],
     }
+
+
+def compute_ratios(per_round: list[dict], qdrant: list[dict]) -> tuple[dict, dict]:
+    """Median ratios, and each ratio's value in every round."""
+    by_round = {name: [round_ratios(rates)[name] for rates in per_round] for name in round_ratios(per_round[0])}
+    p50 = {row["distance"]: row["query_p50_ms"] for row in qdrant if row["vectors"] == 10_000}
+    ratios = {name: median(values) for name, values in by_round.items()}
+    ratios["dot_vs_cosine_query_p50_10k"] = p50["DOT"] / p50["COSINE"]
+    return ratios, by_round
 
 
 def is_met(name: str, ratio: float) -> bool:
@@ -453,26 +464,17 @@ def is_met(name: str, ratio: float) -> bool:
     return ratio >= target if at_least else ratio <= target
 
 
-def print_main_table(args, rates: dict, qdrant: list[dict], small: list[Path], large: list[Path]) -> None:
-    small_sizes, large_sizes = describe_sizes(small), describe_sizes(large)
+def print_main_table(args, rates: dict, qdrant: list[dict], photos: dict[str, list[Path]], rounds: int) -> None:
+    sizes = {name: describe_sizes(paths) for name, paths in photos.items()}
     rows = [
-        [
-            f"model-only forward, random tensors, batch {args.batch_size} (before/after the {name} pipeline run: "
-            f"{rates[f'model_only_{name}']['before']:.1f}/{rates[f'model_only_{name}']['after']:.1f})",
-            len(paths),
-            f"{rates[f'model_only_{name}']['mean']:.1f} img/s",
-            "",
-            "",
-        ]
-        for name, paths in (("small", small), ("phone", large))
-    ]
-    rows += [
-        [label, len(paths), f"{rates[key]:.1f} img/s", "", ""]
-        for label, paths, key in (
-            (f"notebook pipeline, small photos ({small_sizes})", small, "pipeline_small"),
-            (f"notebook pipeline, 12 MP photos ({large_sizes})", large, "pipeline_phone"),
-            ("original tutorial per image, small photos", small, "tutorial_small"),
-            ("original tutorial per image, 12 MP photos", large, "tutorial_phone"),
+        [label, f"{len(photos[name])} x {rounds}", f"{rates[f'{kind}_{name}']:.1f} img/s", "", ""]
+        for kind, name, label in (
+            ("model_only", "small", f"model-only forward, random tensors, batch {args.batch_size}, small rounds"),
+            ("model_only", "phone", f"model-only forward, random tensors, batch {args.batch_size}, 12 MP rounds"),
+            ("pipeline", "small", f"notebook pipeline, small photos ({sizes['small']})"),
+            ("pipeline", "phone", f"notebook pipeline, 12 MP photos ({sizes['phone']})"),
+            ("tutorial", "small", "original tutorial per image, small photos"),
+            ("tutorial", "phone", "original tutorial per image, 12 MP photos"),
         )
     ]
     for row in qdrant:
@@ -501,43 +503,107 @@ def print_main_table(args, rates: dict, qdrant: list[dict], small: list[Path], l
             )
     if args.quick:
         rows.append(["Qdrant local at 50,000 vectors: not measured with --quick", "", "", "", ""])
-    print_table(["measurement", "n", "throughput", "top-10 p50 ms", "p95 ms"], rows)
+    print_table(["measurement (throughputs: median over rounds)", "n", "throughput", "top-10 p50 ms", "p95 ms"], rows)
 
 
-def print_ratios(ratios: dict) -> None:
+def print_ratios(ratios: dict, by_round: dict) -> None:
     print()
     for name, ratio in ratios.items():
         description, target, at_least = TARGETS[name]
         verdict = "PASS" if is_met(name, ratio) else "MISS"
-        print(f"{verdict}  {description}: {ratio:.2f} (target {'>=' if at_least else '<='} {target})")
+        rounds = f" (rounds: {', '.join(f'{value:.2f}' for value in by_round[name])})" if name in by_round else ""
+        print(f"{verdict}  {description}: {ratio:.2f}{rounds} (target {'>=' if at_least else '<='} {target})")
 
 
 def run_main(args, device, machine: dict) -> dict:
     counts = QUICK if args.quick else FULL
     small, large = photo_sets(args, counts["small"], counts["large"])
-    rates, vector_size = measure_throughputs(args, device, small, large)
+    photos = {"small": small, "phone": large}
+    per_round, vector_size = measure_throughputs(args, device, photos, counts["rounds"])
+    rates = {name: median(rates[name] for rates in per_round) for name in per_round[0]}
     qdrant = qdrant_results(vector_size, counts["queries"])
-    ratios = compute_ratios(rates, qdrant)
+    ratios, by_round = compute_ratios(per_round, qdrant)
 
     print(describe_machine(machine))
-    print(f"Model: {args.model} (random weights), float32, batch {args.batch_size}, {args.workers} loader threads")
+    print(
+        f"Model: {args.model} (random weights), float32, batch {args.batch_size}, {args.workers} reading threads, "
+        f"{counts['rounds']} rounds"
+    )
     print()
-    print_main_table(args, rates, qdrant, small, large)
-    print_ratios(ratios)
+    print_main_table(args, rates, qdrant, photos, counts["rounds"])
+    print_ratios(ratios, by_round)
     wall_s = time.perf_counter() - STARTED
     print(f"\nwall time {wall_s:.0f} s (after Python imports)")
     return {
         "throughput_img_per_s": rates,
+        "throughput_per_round": per_round,
         "qdrant": qdrant,
         "ratios": ratios,
+        "ratios_per_round": by_round,
         "targets": {name: {"target": target, "at_least": at_least} for name, (_, target, at_least) in TARGETS.items()},
         "targets_met": {name: is_met(name, ratio) for name, ratio in ratios.items()},
-        "images": {"small": len(small), "phone": len(large)},
+        "images": {name: len(paths) for name, paths in photos.items()},
+        "rounds": counts["rounds"],
         "wall_s": wall_s,
     }
 
 
 # --- levers --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LeverSetup:
+    model: torch.nn.Module
+    preprocess: object
+    device: torch.device
+    batch_size: int
+    workers: int
+    rounds: int
+    model_count: int
+    small: list[Path]
+    large: list[Path]
+
+    def photo_sets(self) -> tuple[tuple[str, list[Path]], ...]:
+        return ("small photos", self.small), ("12 MP photos", self.large)
+
+    def pipeline_rate(self, paths: list[Path], workers: int | None = None) -> float:
+        return pipeline_rate(paths, self.model, self.preprocess, self.device, self.batch_size, workers or self.workers)
+
+    def model_only_rate(self, model=None, batch_size: int | None = None, memory_format=torch.channels_last) -> float:
+        side = self.preprocess.crop_size[0]
+        return model_only_rate(
+            model or self.model, self.device, self.model_count, batch_size or self.batch_size, side, memory_format
+        )
+
+    def embed_batch(self, loaded: list) -> np.ndarray:
+        """The notebook's way: stack the 8-bit crops, then embed_pixels normalises the batch and runs the model."""
+        pixels = torch.stack([image.pixels for image in loaded])
+        return nb.embed_pixels(self.model, pixels, self.preprocess, self.device)
+
+    def loop_rate(self, paths: list[Path], load=None, embed=None, overlap: bool | None = None) -> float:
+        """Images/s of the notebook's reading loop (its read_in_batches) with its parts swapped for others.
+
+        Defaults: the notebook's load_image, the notebook's batch embedding, and its overlap for this device.
+        """
+        load = load or partial(nb.load_image, preprocess=self.preprocess)
+        embed = embed or self.embed_batch
+        overlap = self.device.type != "cpu" if overlap is None else overlap
+
+        def run(part: list[Path]) -> None:
+            for loaded in nb.read_in_batches(part, load, self.batch_size, self.workers, overlap):
+                embed(loaded)
+
+        run(paths[: self.batch_size])
+        return per_second(len(paths), lambda: run(paths))
+
+
+def compare_in_turns(settings: dict, rounds: int) -> dict[str, float]:
+    """Median images/s of each setting's measure(), the settings measured in turns so that drift hits all alike."""
+    measured = {name: [] for name in settings}
+    for _ in range(rounds):
+        for name, measure in settings.items():
+            measured[name].append(measure())
+    return {name: median(values) for name, values in measured.items()}
 
 
 def lever_rows(lever: str, measured_on: str, rates: dict[str, float], default: str) -> list[dict]:
@@ -553,21 +619,88 @@ def lever_rows(lever: str, measured_on: str, rates: dict[str, float], default: s
     ]
 
 
-def embed_with_draft(paths: list[Path], model, preprocess, device, batch_size: int, workers: int, draft: bool) -> None:
-    """The notebook's pipeline with `draft` passed to its load_image: loader threads feed batches to embed_pixels."""
-    load = partial(nb.load_image, preprocess=preprocess, draft=draft)
-    with ThreadPoolExecutor(workers) as pool:
-        for batch in chunked(pool.map(load, paths), batch_size):
-            nb.embed_pixels(model, torch.stack([image.pixels for image in batch]), device)
+def per_photo_set(setup: LeverSetup, lever: str, settings_for, default: str) -> list[dict]:
+    """One comparison per photo set; `settings_for(paths)` gives the settings' measures for those photos."""
+    rows = []
+    for on, paths in setup.photo_sets():
+        log(f"lever {lever}: {on}")
+        rows += lever_rows(lever, on, compare_in_turns(settings_for(paths), setup.rounds), default)
+    return rows
 
 
-def draft_rate(paths: list[Path], model, preprocess, device, batch_size: int, workers: int, draft: bool) -> float:
-    embed = partial(embed_with_draft, model=model, preprocess=preprocess, device=device, batch_size=batch_size)
-    embed(paths[:batch_size], workers=workers, draft=draft)
-    return per_second(len(paths), lambda: embed(paths, workers=workers, draft=draft))
+def draft_lever(setup: LeverSetup) -> list[dict]:
+    def settings(paths):
+        return {
+            f"draft {state}": partial(
+                setup.loop_rate, paths, partial(nb.load_image, preprocess=setup.preprocess, draft=state == "on")
+            )
+            for state in ("on", "off")
+        }
+
+    return per_photo_set(setup, "JPEG draft mode", settings, "draft on")
 
 
-def with_torch_threads(threads: int, measure):
+TURNS = ("by turns", "overlapped")
+
+
+def turns_lever(setup: LeverSetup) -> list[dict]:
+    notebook = "overlapped" if setup.device.type != "cpu" else "by turns"
+
+    def settings(paths):
+        return {name: partial(setup.loop_rate, paths, overlap=name == "overlapped") for name in TURNS}
+
+    return per_photo_set(setup, "reading and computing", settings, notebook)
+
+
+def load_and_normalise(path: Path, preprocess):
+    """The notebook's load_image followed by the rest of the weights' preprocessing, in the reading thread."""
+    loaded = nb.load_image(path, preprocess)
+    if loaded.pixels is not None:
+        loaded.pixels = nb.normalise_pixels(loaded.pixels[None], preprocess)[0]
+    return loaded
+
+
+@torch.inference_mode()
+def embed_normalised(setup: LeverSetup, loaded: list) -> np.ndarray:
+    batch = torch.stack([image.pixels for image in loaded]).to(setup.device, memory_format=torch.channels_last)
+    return torch.nn.functional.normalize(setup.model(batch), dim=1).cpu().numpy()
+
+
+def halves_lever(setup: LeverSetup) -> list[dict]:
+    def settings(paths):
+        return {
+            "normalise per batch": partial(setup.loop_rate, paths),
+            "normalise per image": partial(
+                setup.loop_rate,
+                paths,
+                partial(load_and_normalise, preprocess=setup.preprocess),
+                partial(embed_normalised, setup),
+            ),
+        }
+
+    return per_photo_set(setup, "where the preprocessing's arithmetic runs", settings, "normalise per batch")
+
+
+def workers_lever(setup: LeverSetup) -> list[dict]:
+    counts = sorted({1, 2, 4, setup.workers})
+
+    def settings(paths):
+        return {f"{count} threads": partial(setup.pipeline_rate, paths, count) for count in counts}
+
+    return per_photo_set(setup, "reading threads", settings, f"{setup.workers} threads")
+
+
+def memory_format_lever(setup: LeverSetup) -> list[dict]:
+    log("lever memory format: model-only")
+    contiguous_model = copy.deepcopy(setup.model).to(memory_format=torch.contiguous_format)
+    settings = {
+        "channels_last": setup.model_only_rate,
+        "default (contiguous)": partial(setup.model_only_rate, contiguous_model, memory_format=torch.contiguous_format),
+    }
+    return lever_rows("memory format", "model-only", compare_in_turns(settings, setup.rounds), "channels_last")
+
+
+def with_torch_threads(threads: int, measure) -> float:
     default = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -576,13 +709,35 @@ def with_torch_threads(threads: int, measure):
         torch.set_num_threads(default)
 
 
-def embed_all(model, pixels: torch.Tensor, device, batch_size: int, autocast_dtype=None) -> tuple[np.ndarray, float]:
+def threads_lever(setup: LeverSetup) -> list[dict]:
+    default = torch.get_num_threads()
+    rows = []
+    counts = sorted({1, 2, default})
+    for on, measure in (
+        ("model-only", setup.model_only_rate),
+        ("small photos", partial(setup.pipeline_rate, setup.small)),
+    ):
+        log(f"lever torch threads: {on}")
+        settings = {f"{threads} threads": partial(with_torch_threads, threads, measure) for threads in counts}
+        rows += lever_rows("torch.set_num_threads", on, compare_in_turns(settings, setup.rounds), f"{default} threads")
+    return rows
+
+
+def batch_size_lever(setup: LeverSetup) -> list[dict]:
+    log("lever batch size: model-only")
+    sizes = sorted({1, 8, 16, 32, 64, setup.batch_size})  # 1: the original tutorial's
+    settings = {f"batch {size}": partial(setup.model_only_rate, batch_size=size) for size in sizes}
+    return lever_rows("batch size", "model-only", compare_in_turns(settings, setup.rounds), f"batch {setup.batch_size}")
+
+
+def embed_all(setup: LeverSetup, pixels: torch.Tensor, autocast_dtype=None) -> tuple[np.ndarray, float]:
     """Vectors for all `pixels` through the notebook's embed_pixels, optionally under autocast, and images/s."""
-    autocast = partial(torch.autocast, device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    autocast = partial(torch.autocast, setup.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    batches = pixels.split(setup.batch_size)
     with autocast():
-        nb.embed_pixels(model, pixels[:batch_size], device)
+        nb.embed_pixels(setup.model, batches[0], setup.preprocess, setup.device)
         started = time.perf_counter()
-        vectors = np.concatenate([nb.embed_pixels(model, batch, device) for batch in pixels.split(batch_size)])
+        vectors = np.concatenate([nb.embed_pixels(setup.model, b, setup.preprocess, setup.device) for b in batches])
     return vectors, len(pixels) / (time.perf_counter() - started)
 
 
@@ -593,115 +748,42 @@ def top_k_sets(vectors: np.ndarray, k: int) -> list[frozenset]:
     return [frozenset(row) for row in np.argpartition(-scores, k, axis=1)[:, :k]]
 
 
-def bf16_study(paths: list[Path], model, preprocess, device, batch_size: int) -> dict:
-    pixels = torch.stack([nb.load_image(path, preprocess).pixels for path in paths])
-    fp32, fp32_rate = embed_all(model, pixels, device, batch_size)
-    bf16, bf16_rate = embed_all(model, pixels, device, batch_size, autocast_dtype=torch.bfloat16)
-    same = [a == b for a, b in zip(top_k_sets(fp32, TOP_K), top_k_sets(bf16, TOP_K), strict=True)]
+def bf16_study(setup: LeverSetup, paths: list[Path]) -> dict:
+    pixels = torch.stack([nb.load_image(path, setup.preprocess).pixels for path in paths])
+    fp32, fp32_rate = embed_all(setup, pixels)
+    bf16, bf16_rate = embed_all(setup, pixels, autocast_dtype=torch.bfloat16)
+    fp32_sets, bf16_sets = top_k_sets(fp32, TOP_K), top_k_sets(bf16, TOP_K)
     neighbour_scores = fp32 @ fp32.T
     np.fill_diagonal(neighbour_scores, np.nan)
     return {
         "images": len(paths),
         "fp32_img_per_s": fp32_rate,
         "bf16_img_per_s": bf16_rate,
-        "top10_identical_fraction": float(np.mean(same)),
+        "top10_identical_fraction": float(np.mean([a == b for a, b in zip(fp32_sets, bf16_sets, strict=True)])),
+        "top10_overlap": float(np.mean([len(a & b) / TOP_K for a, b in zip(fp32_sets, bf16_sets, strict=True)])),
         "mean_pair_score_fp32": float(np.nanmean(neighbour_scores)),
     }
-
-
-@dataclass
-class LeverSetup:
-    model: torch.nn.Module
-    preprocess: object
-    device: torch.device
-    batch_size: int
-    workers: int
-    model_count: int
-    small: list[Path]
-    large: list[Path]
-
-    @property
-    def side(self) -> int:
-        return self.preprocess.crop_size[0]
-
-    def photo_sets(self) -> tuple[tuple[str, list[Path]], ...]:
-        return ("small photos", self.small), ("12 MP photos", self.large)
-
-    def pipeline_rate(self, paths: list[Path], workers: int | None = None) -> float:
-        return pipeline_rate(paths, self.model, self.preprocess, self.device, self.batch_size, workers or self.workers)
-
-    def model_only_rate(self, model=None, batch_size: int | None = None, forward=None) -> float:
-        return model_only_rate(
-            model or self.model, self.device, self.model_count, batch_size or self.batch_size, self.side, forward
-        )
-
-
-def draft_lever(setup: LeverSetup) -> list[dict]:
-    rows = []
-    for on, paths in setup.photo_sets():
-        log(f"lever JPEG draft mode: {on}")
-        rates = {
-            f"draft {state}": draft_rate(
-                paths, setup.model, setup.preprocess, setup.device, setup.batch_size, setup.workers, state == "on"
-            )
-            for state in ("on", "off")
-        }
-        rows += lever_rows("JPEG draft mode (same loop both ways)", on, rates, "draft on")
-    return rows
-
-
-def workers_lever(setup: LeverSetup) -> list[dict]:
-    rows = []
-    for on, paths in setup.photo_sets():
-        log(f"lever loader threads: {on}")
-        rates = {
-            f"{workers} threads": setup.pipeline_rate(paths, workers) for workers in sorted({1, 2, 4, setup.workers})
-        }
-        rows += lever_rows("background loader threads", on, rates, f"{setup.workers} threads")
-    return rows
-
-
-def memory_format_lever(setup: LeverSetup) -> list[dict]:
-    log("lever memory format: model-only")
-    default_format_model = copy.deepcopy(setup.model).to(memory_format=torch.contiguous_format)
-    rates = {
-        "channels_last": setup.model_only_rate(forward=partial(forward_in_format, memory_format=torch.channels_last)),
-        "default (contiguous)": setup.model_only_rate(
-            default_format_model, forward=partial(forward_in_format, memory_format=torch.contiguous_format)
-        ),
-    }
-    return lever_rows("memory format", "model-only", rates, "channels_last")
-
-
-def threads_lever(setup: LeverSetup) -> list[dict]:
-    default = torch.get_num_threads()
-    rows = []
-    for on, measure in (
-        ("model-only", setup.model_only_rate),
-        ("small photos", partial(setup.pipeline_rate, setup.small)),
-    ):
-        log(f"lever torch threads: {on}")
-        rates = {f"{threads} threads": with_torch_threads(threads, measure) for threads in sorted({1, 2, default})}
-        rows += lever_rows("torch.set_num_threads", on, rates, f"{default} threads")
-    return rows
-
-
-def batch_size_lever(setup: LeverSetup) -> list[dict]:
-    log("lever batch size: model-only")
-    sizes = sorted({1, 8, 16, 32, 64, setup.batch_size})  # 1: the original tutorial's
-    rates = {f"batch {size}": setup.model_only_rate(batch_size=size) for size in sizes}
-    return lever_rows("batch size", "model-only", rates, f"batch {setup.batch_size}")
 
 
 def measure_levers(args, device, counts: dict) -> tuple[list[dict], dict]:
     model, preprocess, _ = notebook_model(args.model, device)
     small, large = photo_sets(args, counts["small"], counts["large"])
-    setup = LeverSetup(model, preprocess, device, args.batch_size, args.workers, counts["model"], small, large)
+    setup = LeverSetup(
+        model, preprocess, device, args.batch_size, args.workers, counts["rounds"], counts["model"], small, large
+    )
     rows = []
-    for lever in (draft_lever, workers_lever, memory_format_lever, threads_lever, batch_size_lever):
+    for lever in (
+        draft_lever,
+        turns_lever,
+        halves_lever,
+        workers_lever,
+        memory_format_lever,
+        threads_lever,
+        batch_size_lever,
+    ):
         rows += lever(setup)
     log(f"lever bfloat16 autocast: {counts['agreement']} small photos, float32 then bfloat16")
-    bf16 = bf16_study(select_photos(args.images, counts["agreement"]), model, preprocess, device, args.batch_size)
+    bf16 = bf16_study(setup, select_photos(args.images, counts["agreement"]))
     rates = {"float32": bf16["fp32_img_per_s"], "bfloat16": bf16["bf16_img_per_s"]}
     rows += lever_rows("bfloat16 autocast", f"{bf16['images']} preprocessed small photos", rates, "float32")
     return rows, bf16
@@ -713,7 +795,8 @@ def print_bf16_verdict(bf16: dict, machine: dict) -> None:
     native = ", ".join(machine["native_bf16_flags"]) or "none: no avx512_bf16 or amx_bf16 flag, so it is emulated"
     print(
         f"\n{verdict}  bfloat16 top-{TOP_K} agreement with float32: {agreement:.1%} of {bf16['images']} queries "
-        f"have identical top-{TOP_K} sets (target >= {BF16_AGREEMENT_TARGET:.0%} to keep bfloat16)\n"
+        f"have identical top-{TOP_K} sets (target >= {BF16_AGREEMENT_TARGET:.0%} to keep bfloat16); "
+        f"{bf16['top10_overlap']:.1%} of top-{TOP_K} neighbours shared\n"
         f"      bfloat16 speed: {bf16['bf16_img_per_s'] / bf16['fp32_img_per_s']:.2f} x float32; "
         f"CPU capability {machine['cpu_capability']}; native bf16: {native}\n"
         f"      With random weights the agreement is a stress test: the mean score between two photos is "
@@ -725,8 +808,11 @@ def run_levers(args, device, machine: dict) -> dict:
     counts = LEVERS_QUICK if args.quick else LEVERS_FULL
     rows, bf16 = measure_levers(args, device, counts)
     print(describe_machine(machine))
-    print(f"Model: {args.model} (random weights); defaults: batch {args.batch_size}, {args.workers} loader threads,")
-    print(f"channels_last, float32, JPEG draft on, {machine['torch_threads']} torch threads\n")
+    print(f"Model: {args.model} (random weights); defaults: batch {args.batch_size}, {args.workers} reading threads,")
+    print(
+        f"channels_last, float32, JPEG draft on, {machine['torch_threads']} torch threads; "
+        f"medians of {counts['rounds']} rounds\n"
+    )
     print_table(
         ["lever", "setting", "measured on", "img/s", "vs default"],
         [
