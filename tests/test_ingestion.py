@@ -171,6 +171,22 @@ def test_preprocessing_in_two_halves_equals_the_weights_transforms(nb):
         assert torch.equal(halves, expected), weights
 
 
+def test_an_animated_gif_is_embedded_from_its_first_frame(nb, tmp_path):
+    path = tmp_path / "animated.gif"
+    save_animation(path)
+
+    loaded = nb.load_image(path, PREPROCESS)
+
+    frames = []
+    with Image.open(path) as gif:
+        for number in range(gif.n_frames):
+            gif.seek(number)
+            frames.append(nb.resize_and_crop(nb.to_rgb(gif.copy()), PREPROCESS))
+    assert len(frames) == 3
+    assert torch.equal(loaded.pixels, frames[0])
+    assert not torch.equal(loaded.pixels, frames[1])
+
+
 def test_colour_conversions_keep_the_picture(nb):
     transparent = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
     assert nb.to_rgb(transparent).getpixel((0, 0)) == (255, 255, 255), "transparent must become white"
