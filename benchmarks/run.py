@@ -446,12 +446,12 @@ def measure_round(args, device, models, photos: dict[str, list[Path]]) -> dict:
 
 
 def measure_throughputs(args, device, photos: dict[str, list[Path]], rounds: int) -> tuple[list[dict], int]:
-    """Images/s of model-only, the notebook's pipeline and the original tutorial, per round; and the vector size."""
+    """Images/s of model-only, the pipeline, reading alone and the original tutorial, per round; the vector size."""
     model, preprocess, vector_size = notebook_model(args.model, device)
     models = (model, preprocess, tutorial_model(args.model, device))
     per_round = []
     for number in range(1, rounds + 1):
-        log(f"round {number}/{rounds}: model-only, pipeline, model-only, original tutorial on small and 12 MP photos")
+        log(f"round {number}/{rounds}: model-only, pipeline, model-only, reading, tutorial; small and 12 MP photos")
         per_round.append(measure_round(args, device, models, photos))
     return per_round, vector_size
 
@@ -466,7 +466,8 @@ def round_ratios(rates: dict) -> dict:
 
 def compute_ratios(per_round: list[dict], qdrant: list[dict]) -> tuple[dict, dict]:
     """Median ratios, and each ratio's value in every round."""
-    by_round = {name: [round_ratios(rates)[name] for rates in per_round] for name in round_ratios(per_round[0])}
+    each_round = [round_ratios(rates) for rates in per_round]
+    by_round = {name: [ratios[name] for ratios in each_round] for name in each_round[0]}
     p50 = {row["distance"]: row["query_p50_ms"] for row in qdrant if row["vectors"] == 10_000}
     ratios = {name: median(values) for name, values in by_round.items()}
     ratios["dot_vs_cosine_query_p50_10k"] = p50["DOT"] / p50["COSINE"]
@@ -559,7 +560,7 @@ def run_main(args, device, machine: dict) -> dict:
     print()
     print_main_table(args, rates, qdrant, photos, counts["rounds"])
     print_ratios(ratios, by_round)
-    if device.type == "cpu":
+    if not nb.reads_while_computing(device):
         print_turns_bounds(rates)
     wall_s = time.perf_counter() - STARTED
     print(f"\nwall time {wall_s:.0f} s (after Python imports)")
@@ -616,7 +617,7 @@ class LeverSetup:
         """
         load = load or partial(nb.load_image, preprocess=self.preprocess)
         embed = embed or self.embed_batch
-        overlap = self.device.type != "cpu" if overlap is None else overlap
+        overlap = nb.reads_while_computing(self.device) if overlap is None else overlap
 
         def run(part: list[Path]) -> None:
             for loaded in nb.read_in_batches(part, load, self.batch_size, self.workers, overlap):
@@ -673,7 +674,7 @@ TURNS = ("by turns", "overlapped")
 
 
 def turns_lever(setup: LeverSetup) -> list[dict]:
-    notebook = "overlapped" if setup.device.type != "cpu" else "by turns"
+    notebook = "overlapped" if nb.reads_while_computing(setup.device) else "by turns"
 
     def settings(paths):
         return {name: partial(setup.loop_rate, paths, overlap=name == "overlapped") for name in TURNS}
