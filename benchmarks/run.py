@@ -310,16 +310,21 @@ def pipeline_rate(paths: list[Path], model, preprocess, device, batch_size: int,
     return embedded / (time.perf_counter() - started)
 
 
-def reading_rate(paths: list[Path], preprocess, batch_size: int, workers: int) -> float:
-    """Images/s of the notebook's reading alone (read, hash, decode, resize, crop), by its threads, batch by batch."""
-    load = partial(nb.load_image, preprocess=preprocess)
+def loop_rate(paths: list[Path], load, handle_batch, batch_size: int, workers: int, overlap: bool) -> float:
+    """Images/s of the notebook's reading loop (its read_in_batches) with `handle_batch` called on each batch."""
 
     def run(part: list[Path]) -> None:
-        for _ in nb.read_in_batches(part, load, batch_size, workers, overlap=False):
-            pass
+        for loaded in nb.read_in_batches(part, load, batch_size, workers, overlap):
+            handle_batch(loaded)
 
     run(paths[:batch_size])
     return per_second(len(paths), lambda: run(paths))
+
+
+def reading_rate(paths: list[Path], preprocess, batch_size: int, workers: int) -> float:
+    """Images/s of the notebook's reading alone (read, hash, decode, resize, crop), by its threads, batch by batch."""
+    load = partial(nb.load_image, preprocess=preprocess)
+    return loop_rate(paths, load, lambda loaded: None, batch_size, workers, overlap=False)
 
 
 def embed_the_tutorial_way(path: Path, model, device) -> torch.Tensor:
@@ -605,26 +610,15 @@ class LeverSetup:
             model or self.model, self.device, self.model_count, batch_size or self.batch_size, side, memory_format
         )
 
-    def embed_batch(self, loaded: list) -> np.ndarray:
-        """The notebook's way: stack the 8-bit crops, then embed_pixels normalises the batch and runs the model."""
-        pixels = torch.stack([image.pixels for image in loaded])
-        return nb.embed_pixels(self.model, pixels, self.preprocess, self.device)
-
     def loop_rate(self, paths: list[Path], load=None, embed=None, overlap: bool | None = None) -> float:
         """Images/s of the notebook's reading loop (its read_in_batches) with its parts swapped for others.
 
         Defaults: the notebook's load_image, the notebook's batch embedding, and its overlap for this device.
         """
         load = load or partial(nb.load_image, preprocess=self.preprocess)
-        embed = embed or self.embed_batch
+        embed = embed or partial(nb.embed_images, self.model, preprocess=self.preprocess, device=self.device)
         overlap = nb.reads_while_computing(self.device) if overlap is None else overlap
-
-        def run(part: list[Path]) -> None:
-            for loaded in nb.read_in_batches(part, load, self.batch_size, self.workers, overlap):
-                embed(loaded)
-
-        run(paths[: self.batch_size])
-        return per_second(len(paths), lambda: run(paths))
+        return loop_rate(paths, load, embed, self.batch_size, self.workers, overlap)
 
 
 def compare_in_turns(settings: dict, rounds: int) -> dict[str, float]:
@@ -670,14 +664,14 @@ def draft_lever(setup: LeverSetup) -> list[dict]:
     return per_photo_set(setup, "JPEG draft mode", settings, "draft on")
 
 
-TURNS = ("by turns", "overlapped")
-
-
 def turns_lever(setup: LeverSetup) -> list[dict]:
     notebook = "overlapped" if nb.reads_while_computing(setup.device) else "by turns"
 
     def settings(paths):
-        return {name: partial(setup.loop_rate, paths, overlap=name == "overlapped") for name in TURNS}
+        return {
+            "by turns": partial(setup.loop_rate, paths, overlap=False),
+            "overlapped": partial(setup.loop_rate, paths, overlap=True),
+        }
 
     return per_photo_set(setup, "reading and computing", settings, notebook)
 
