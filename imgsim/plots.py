@@ -1,0 +1,161 @@
+"""The pictures: query results, galleries, score histograms, duplicate groups, metrics and the PCA map.
+
+Every figure is titled with the model and weights that made it, and with random weights it says that
+its scores and rankings are not semantic. `Figures` saves each one under the report's folder and shows it.
+"""
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+from torchvision.transforms import functional as TF
+
+from imgsim.reading import load_image, thumbnail
+
+
+class Figures:
+    """Saves figures as PNG files in `folder` and shows them; `saved` maps each name to its file."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.saved: dict[str, Path] = {}
+
+    def save(self, name: str, fig, dpi: int = 80, filename: str | None = None) -> None:
+        if fig is None:
+            return
+        self.saved[name] = self.folder / (filename or f"{name}.png")
+        fig.savefig(self.saved[name], dpi=dpi)
+        plt.show()
+
+
+def weights_caption(model_name: str, weights_id: str) -> str:
+    random_weights = weights_id.startswith("none")
+    return f"{model_name}, weights: {weights_id}" + (
+        "\nRANDOM WEIGHTS: scores and rankings are not semantic" if random_weights else ""
+    )
+
+
+def shorten(text: str, width: int = 30) -> str:
+    """Each line of `text` cut to its last `width` characters: the end is what tells file names apart."""
+    return "\n".join(line if len(line) <= width else "…" + line[-(width - 1) :] for line in text.splitlines())
+
+
+def plot_thumbnail_rows(rows: list[list[tuple[Path, str]]], caption: str, title_size: int = 9):
+    """A grid of thumbnails, one row per list of (image path, title)."""
+    columns = max(len(cells) for cells in rows)
+    fig, axes = plt.subplots(
+        len(rows), columns, figsize=(2.6 * columns, 3.0 * len(rows) + 0.6), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for cells, row in zip(rows, axes, strict=True):
+        for ax, (path, title) in zip(row, cells, strict=False):
+            ax.imshow(thumbnail(path))
+            ax.set_title(title, fontsize=title_size)
+    fig.suptitle(caption, fontsize=10)
+    return fig
+
+
+def plot_model_input(paths: list[Path], preprocess, caption: str):
+    """Each image as stored, above the 224 x 224 pixels the model gets (upright, resized, centre-cropped)."""
+    fig, axes = plt.subplots(2, len(paths), figsize=(2.6 * len(paths), 5.6), squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for (stored, model_input), path in zip(axes.T, paths, strict=True):
+        loaded = load_image(path, preprocess)
+        if loaded.error:
+            stored.set_title(f"{shorten(path.name, 24)}\nskipped: {shorten(loaded.error, 24)}", fontsize=8)
+            continue
+        stored.imshow(thumbnail(path))
+        stored.set_title(f"{shorten(path.name, 24)}\n{loaded.width} x {loaded.height}", fontsize=8)
+        model_input.imshow(TF.to_pil_image(loaded.pixels))
+        model_input.set_title("model input, 224 x 224", fontsize=8)
+    fig.suptitle(caption, fontsize=10)
+    return fig
+
+
+def plot_result_rows(rows, folder: Path, caption: str):
+    """One row per query, given as (query path, title, hits): the query image, then its matches."""
+    return plot_thumbnail_rows(
+        [
+            [(query_path, f"QUERY\n{shorten(query_title)}")]
+            + [(folder / hit.payload["path"], f"{hit.score:.3f}\n{hit.payload['label']}") for hit in hits]
+            for query_path, query_title, hits in rows
+        ],
+        caption,
+    )
+
+
+def plot_score_histogram(nearest, threshold: float, caption: str, planted=None):
+    """Each image's nearest-neighbour centred score, the threshold, and where planted copies land."""
+    nearest = nearest[np.isfinite(nearest)]  # an image alone in the collection has no neighbour
+    fig, ax = plt.subplots(figsize=(8, 3.2), layout="constrained")
+    bins = np.linspace(min(-0.2, float(np.min(nearest, initial=0))), 1.0, 60)
+    ax.hist(nearest, bins=bins, color="tab:gray", label="nearest neighbour of each image")
+    if planted is not None and len(planted):
+        ax.hist(planted, bins=bins, color="tab:orange", alpha=0.8, label="planted copy vs its original")
+    ax.axvline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold}")
+    ax.set_xlabel("centred cosine similarity")
+    ax.set_ylabel("images")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(caption, fontsize=9)
+    return fig
+
+
+def plot_groups(groups, folder: Path, keys: list[str], vectors: np.ndarray, caption: str, max_rows: int = 6):
+    """One row per group: its images, each titled with its centred score against the group's first image."""
+    if not groups:
+        print("no duplicate groups to show")
+        return None
+    index = {key: i for i, key in enumerate(keys)}
+
+    def titled(key: str, first: str) -> tuple[Path, str]:
+        return folder / key, f"{float(vectors[index[key]] @ vectors[index[first]]):.3f}\n{shorten(key)}"
+
+    rows = [[titled(key, group[0]) for key in group[:6]] for group in groups[:max_rows]]
+    return plot_thumbnail_rows(rows, caption, title_size=7)
+
+
+def plot_metrics(metrics: dict, caption: str):
+    names = list(metrics["per_label"])
+    x = np.arange(len(names))
+    k = metrics["k"]
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names)), 3.4), layout="constrained")
+    ax.bar(x - 0.2, [metrics["per_label"][n]["precision_at_k"] for n in names], 0.4, label=f"precision@{k}")
+    ax.bar(x + 0.2, [metrics["per_label"][n]["map_at_k"] for n in names], 0.4, label=f"mAP@{k}")
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title(
+        f"{caption}\noverall precision@{k} {metrics['precision_at_k']:.3f}, mAP@{k} {metrics['map_at_k']:.3f}",
+        fontsize=9,
+    )
+    return fig
+
+
+def principal_components(centred: np.ndarray, count: int = 2) -> np.ndarray:
+    """Coordinates of each vector along the `count` directions of largest variance."""
+    shifted = centred - centred.mean(axis=0)
+    _, eigenvectors = np.linalg.eigh(shifted.T @ shifted)
+    return shifted @ eigenvectors[:, ::-1][:, :count]
+
+
+def plot_embedding_map(coordinates, keys, labels, folder: Path, caption: str, thumbnails: int = 30):
+    """Every image as a point on the first two principal components, coloured by label, with some thumbnails."""
+    fig, ax = plt.subplots(figsize=(10, 7.5), layout="constrained")
+    names = sorted({str(label) for label in labels})
+    colours = plt.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    for n, name in enumerate(names):
+        mask = np.array([str(label) == name for label in labels])
+        ax.scatter(*coordinates[mask].T, s=10, color=colours(n % colours.N), label=name, alpha=0.7)
+    step = max(1, len(keys) // thumbnails)
+    for i in range(0, len(keys), step):
+        box = OffsetImage(np.asarray(thumbnail(folder / keys[i], 48)), zoom=0.7)
+        ax.add_artist(AnnotationBbox(box, coordinates[i], frameon=True, pad=0.1))
+    ax.legend(fontsize=8, markerscale=2, loc="best")
+    ax.set_xlabel("first principal component")
+    ax.set_ylabel("second principal component")
+    ax.set_title(caption, fontsize=9)
+    return fig

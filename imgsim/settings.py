@@ -1,0 +1,178 @@
+"""Step 0, the settings: check the notebook's parameters once, at the top, before any work starts.
+
+The notebook's `parameters` cell reads each setting from its environment variable (`IMGSIM_TOP_K`, ...)
+as text, or papermill puts a value there. `check_parameters` turns those values into typed settings and
+stops at the first one it cannot use, naming the variable and saying what it accepts, instead of
+failing later deep inside torch or qdrant-client.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torchvision
+
+from imgsim.model import RESNETS
+
+DEFAULT_IMAGE_DIR = "data/images"
+
+
+class SettingError(ValueError):
+    """A parameter that cannot be used; the message names its environment variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    image_dir: Path
+    image_dir_is_default: bool
+    max_images: int | None
+    model: str
+    weights: str
+    device: str
+    batch_size: int | None
+    workers: int
+    qdrant_path: Path
+    qdrant_url: str | None
+    qdrant_api_key: str | None = field(repr=False)  # never printed
+    collection: str
+    query_image: Path | None
+    top_k: int
+    report: Path
+    duplicate_threshold: float
+    plant_duplicates: int
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.report.parent / "figures"
+
+    def __str__(self) -> str:
+        shown = {name: value for name, value in vars(self).items() if name != "image_dir_is_default"}
+        shown.update(qdrant_api_key="(set)" if self.qdrant_api_key else None)
+        shown.update(max_images=self.max_images or "all", batch_size=self.batch_size or "auto")
+        return "\n".join(f"{variable_of(name.upper()):<28} {value}" for name, value in shown.items())
+
+
+def variable_of(name: str) -> str:
+    """The environment variable behind a parameter name."""
+    return name if name in ("QDRANT_URL", "QDRANT_API_KEY") else f"IMGSIM_{name}"
+
+
+def fail(name: str, accepted: str, value) -> SettingError:
+    where = f"{name} (in the environment or the parameters cell)"
+    if variable_of(name) != name:
+        where = f"{variable_of(name)} (or {name} in the parameters cell)"
+    return SettingError(f"{where} must be {accepted}, not {value!r}")
+
+
+def text(value) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def whole_number(name: str, value, minimum: int, unset: str | None = None) -> int | None:
+    """An int of at least `minimum`; None where the parameter may be `unset` (the word, or empty)."""
+    raw = text(value).lower()
+    if unset and raw in ("", unset):
+        return None
+    accepted = f"a whole number of at least {minimum}" + (f" (or {unset})" if unset else "")
+    try:
+        number = int(raw)
+    except ValueError:
+        raise fail(name, accepted, value) from None
+    if number < minimum:
+        raise fail(name, accepted, value)
+    return number
+
+
+def one_of(name: str, value, choices) -> str:
+    if text(value) not in choices:
+        raise fail(name, f"one of {', '.join(choices)}", value)
+    return text(value)
+
+
+def device_name(value) -> str:
+    raw = text(value).lower() or "auto"
+    if raw == "auto":
+        return raw
+    try:
+        device = torch.device(raw)
+    except RuntimeError:
+        raise fail("DEVICE", "auto, cpu, cuda, cuda:<number> or mps", value) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise fail("DEVICE", "auto or cpu on this machine (torch sees no CUDA GPU)", value)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise fail("DEVICE", "auto or cpu on this machine (torch sees no Apple GPU)", value)
+    return raw
+
+
+def weights_name(value, model: str) -> str:
+    raw = text(value)
+    if raw.lower() == "none" or raw.endswith((".pth", ".pt")) or os.sep in raw or "/" in raw:
+        return raw
+    names = ["DEFAULT", *torchvision.models.get_model_weights(model).__members__]
+    if raw not in names:
+        raise fail(
+            "WEIGHTS", f"one of {', '.join(dict.fromkeys(names))} for {model}, a path to a .pth file, or none", value
+        )
+    return raw
+
+
+def similarity(name: str, value) -> float:
+    accepted = "a number above -1 and at most 1 (a centred cosine similarity)"
+    try:
+        number = float(text(value))
+    except ValueError:
+        raise fail(name, accepted, value) from None
+    if not -1 < number <= 1:
+        raise fail(name, accepted, value)
+    return number
+
+
+def collection_name(value) -> str:
+    raw = text(value)
+    if not raw or "/" in raw or len(raw) > 255:
+        raise fail("COLLECTION", "a name of 1 to 255 characters without '/'", value)
+    return raw
+
+
+def server_url(value) -> str | None:
+    raw = text(value)
+    if raw and not raw.startswith(("http://", "https://")):
+        raise fail("QDRANT_URL", "empty (local mode) or a URL starting with http:// or https://", value)
+    return raw or None
+
+
+def existing_file(name: str, value) -> Path | None:
+    raw = text(value)
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise fail(name, "empty (the first image) or the path of an image file that exists", value)
+    return path
+
+
+def check_parameters(parameters: dict) -> Settings:
+    """Typed settings from the parameters cell's values (pass `globals()`); SettingError names what is wrong."""
+    value = parameters.get
+    model = one_of("MODEL", value("MODEL"), RESNETS)
+    image_dir = text(value("IMAGE_DIR")) or DEFAULT_IMAGE_DIR
+    return Settings(
+        image_dir=Path(image_dir).expanduser(),
+        image_dir_is_default=Path(image_dir) == Path(DEFAULT_IMAGE_DIR),
+        max_images=whole_number("MAX_IMAGES", value("MAX_IMAGES"), 1, unset="all"),
+        model=model,
+        weights=weights_name(value("WEIGHTS"), model),
+        device=device_name(value("DEVICE")),
+        batch_size=whole_number("BATCH_SIZE", value("BATCH_SIZE"), 1, unset="auto"),
+        workers=whole_number("WORKERS", value("WORKERS"), 1, unset="auto") or min(8, os.cpu_count() or 1),
+        qdrant_path=Path(text(value("QDRANT_PATH")) or "data/qdrant").expanduser(),
+        qdrant_url=server_url(value("QDRANT_URL")),
+        qdrant_api_key=text(value("QDRANT_API_KEY")) or None,
+        collection=collection_name(value("COLLECTION")),
+        query_image=existing_file("QUERY_IMAGE", value("QUERY_IMAGE")),
+        top_k=whole_number("TOP_K", value("TOP_K"), 1),
+        report=Path(text(value("REPORT")) or "data/run_report.json").expanduser(),
+        duplicate_threshold=similarity("DUPLICATE_THRESHOLD", value("DUPLICATE_THRESHOLD")),
+        plant_duplicates=whole_number("PLANT_DUPLICATES", value("PLANT_DUPLICATES"), 0),
+    )

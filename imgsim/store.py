@@ -1,0 +1,170 @@
+"""Steps 5 and 6, the Qdrant store: connecting, checking a collection, and keeping it a mirror of the folder.
+
+Qdrant runs in this process by default (local mode, stored in a folder), or as a server when a URL is
+given; the calls are the same. Each point's id is a UUID5 of the image's relative path, so writing it
+again overwrites it. `FolderSync` decides what a run must embed (new and changed files), what it can
+keep (unchanged size and modification time), and which points to delete (files gone, renamed or now
+unreadable); the notebook writes the points itself, batch by batch, so an interrupted run keeps its work.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from imgsim.files import label_of, relative_key
+from imgsim.reading import LoadedImage, describe_failure
+
+
+def connect(url: str | None, api_key: str | None, path: Path) -> QdrantClient:
+    """A client for the Qdrant server at `url`, or for local mode stored in `path`."""
+    if url:
+        print(f"Qdrant server at {url}" + (" (with API key)" if api_key else ""))
+        return QdrantClient(url=url, api_key=api_key)
+    path.mkdir(parents=True, exist_ok=True)
+    print(f"embedded Qdrant (local mode) stored in {path.resolve()}")
+    return QdrantClient(path=str(path))
+
+
+def point_id(key: str) -> str:
+    """The point id of an image: a UUID5 of its relative path, the same on every run."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, key))
+
+
+def check_collection(client: QdrantClient, name: str, vector_size: int, model_id: str) -> None:
+    """Refuse a collection that holds vectors of another size, distance or model: they must never be compared."""
+    vectors = client.get_collection(name).config.params.vectors
+    if vectors.size != vector_size or vectors.distance != models.Distance.DOT:
+        raise ValueError(
+            f"collection {name!r} holds {vectors.size}-d {vectors.distance} vectors, this run makes "
+            f"{vector_size}-d DOT vectors: set IMGSIM_COLLECTION to another name"
+        )
+    other_model = models.FieldCondition(key="model", match=models.MatchValue(value=model_id))
+    foreign, _ = client.scroll(
+        name, scroll_filter=models.Filter(must_not=[other_model]), limit=1, with_payload=["model"]
+    )
+    if foreign:
+        raise ValueError(
+            f"collection {name!r} holds vectors made by {foreign[0].payload.get('model')!r}, and this run "
+            f"uses {model_id!r}: vectors of two models must never be compared. Set IMGSIM_COLLECTION to "
+            f"another name, or delete the old collection with client.delete_collection({name!r})."
+        )
+
+
+def all_points(client: QdrantClient, name: str, **options):
+    """Every point of the collection, scrolled page by page (`options` go to `scroll`)."""
+    offset = None
+    while True:
+        points, offset = client.scroll(name, limit=1000, offset=offset, **options)
+        yield from points
+        if offset is None:
+            return
+
+
+def stored_files(client: QdrantClient, name: str) -> dict[str, dict]:
+    """Payload of every stored point, by relative path."""
+    return {point.payload["path"]: point.payload for point in all_points(client, name, with_payload=True)}
+
+
+def fetch_vectors(client: QdrantClient, collection: str) -> tuple[list[str], np.ndarray]:
+    """Every stored path with its vector, scrolled out of Qdrant."""
+    points = list(all_points(client, collection, with_payload=["path"], with_vectors=True))
+    vectors = np.asarray([point.vector for point in points], dtype=np.float32).reshape(len(points), -1)
+    return [point.payload["path"] for point in points], vectors
+
+
+@dataclass
+class SyncPlan:
+    to_embed: list[Path]
+    unchanged: list[str]
+    skipped: list[dict]
+    stale: list[str]
+
+    def __str__(self) -> str:
+        return f"{len(self.to_embed)} to embed, {len(self.unchanged)} unchanged, {len(self.stale)} stale points"
+
+
+@dataclass
+class SyncResult:
+    counts: dict[str, int]
+    skipped: list[dict]
+
+    def __str__(self) -> str:
+        lines = [", ".join(f"{name} {count}" for name, count in self.counts.items())]
+        if self.skipped:
+            lines += [f"\n{len(self.skipped)} file(s) skipped:", f"  {'file':<50}  reason"]
+            lines += [f"  {item['path']:<50}  {item['reason']}" for item in self.skipped]
+        return "\n".join(lines)
+
+
+@dataclass
+class FolderSync:
+    """Keeps `collection` an exact mirror of the images in `folder`, run after run."""
+
+    client: QdrantClient
+    collection: str
+    folder: Path
+    model_id: str
+    stored: dict[str, dict] = field(init=False)
+    plan: SyncPlan | None = field(init=False, default=None)
+    counts: dict[str, int] = field(init=False, default_factory=lambda: {"new": 0, "updated": 0, "embedded": 0})
+
+    def __post_init__(self):
+        self.stored = stored_files(self.client, self.collection)
+
+    def make_plan(self, selected: list[Path], everything: list[Path]) -> SyncPlan:
+        """Which selected files need embedding, which are unchanged, and which stored points are stale."""
+        self.plan = SyncPlan([], [], [], [])
+        for path in selected:
+            key = relative_key(path, self.folder)
+            try:
+                stat = path.stat()
+            except OSError as error:
+                self.plan.skipped.append({"path": key, "reason": describe_failure(error)})
+                continue
+            old = self.stored.get(key)
+            if old and (old.get("size"), old.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns):
+                self.plan.unchanged.append(key)
+            else:
+                self.plan.to_embed.append(path)
+        present = {relative_key(path, self.folder) for path in everything}
+        self.plan.stale = sorted(set(self.stored) - present)
+        return self.plan
+
+    def payload(self, image: LoadedImage) -> dict:
+        """What a point stores besides its vector: where the file is, its label and size, and what made it."""
+        key = relative_key(image.path, self.folder)
+        stat = image.path.stat()
+        return {
+            "path": key,
+            "label": label_of(key),
+            "width": image.width,
+            "height": image.height,
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "sha256": image.sha256,
+            "model": self.model_id,
+        }
+
+    def uploaded(self, payloads: list[dict]) -> None:
+        for payload in payloads:
+            self.counts["updated" if payload["path"] in self.stored else "new"] += 1
+        self.counts["embedded"] += len(payloads)
+
+    def finish(self, failed: list[LoadedImage]) -> SyncResult:
+        """Delete the points of files that are gone or could not be read; the run's counts and skipped files."""
+        failed_keys = [relative_key(image.path, self.folder) for image in failed]
+        skipped = self.plan.skipped + [
+            {"path": k, "reason": image.error} for k, image in zip(failed_keys, failed, strict=True)
+        ]
+        to_remove = self.plan.stale + [
+            key for key in failed_keys + [s["path"] for s in self.plan.skipped] if key in self.stored
+        ]
+        if to_remove:
+            self.client.delete(
+                self.collection, points_selector=models.PointIdsList(points=[point_id(k) for k in to_remove])
+            )
+        self.stored = stored_files(self.client, self.collection)
+        return SyncResult({**self.counts, "unchanged": len(self.plan.unchanged), "removed": len(to_remove)}, skipped)
