@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 from nbmake.nb_run import NotebookRun
-from notebook_code import NOTEBOOK, ROOT, load_notebook_code
 from PIL import Image, ImageDraw
 
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "image-similarity-vector-db.ipynb"
 SHARED_PHOTOS = ROOT.parent / "shared" / "datasets" / "clothing_small_10cls"
 
 
@@ -31,12 +32,6 @@ def save_picture(path: Path, seed: int, size: tuple[int, int] = (320, 240), **sa
     path.parent.mkdir(parents=True, exist_ok=True)
     draw_picture(seed, size).save(path, **save_options)
     return path
-
-
-@pytest.fixture(scope="session")
-def nb():
-    """The notebook's functions and constants."""
-    return load_notebook_code()
 
 
 class NotebookRunner:

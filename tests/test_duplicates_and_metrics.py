@@ -5,13 +5,16 @@ import pytest
 from conftest import save_picture
 from PIL import Image
 
+from imgsim.duplicates import find_duplicate_groups, planted_pairs_found, similar_pairs
+from imgsim.metrics import retrieval_metrics
+
 QUARTER_CIRCLE = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
 LABELS = ["a", "a", "b", "b"]
 
 
-def test_metrics_on_a_hand_made_case(nb):
+def test_metrics_on_a_hand_made_case():
     # Neighbours by dot product: 0 -> 1 (a), 2 (b); 1 -> 2 (b), 0 (a); 2 -> 1 (a), 3 (b); 3 -> 2 (b), 1 (a).
-    at_2 = nb.retrieval_metrics(QUARTER_CIRCLE, LABELS, 2)
+    at_2 = retrieval_metrics(QUARTER_CIRCLE, LABELS, 2)
     assert at_2["k"] == 2
     assert at_2["precision_at_k"] == pytest.approx(0.5)
     assert at_2["map_at_k"] == pytest.approx((1 + 0.5 + 0.5 + 1) / 4)
@@ -19,28 +22,28 @@ def test_metrics_on_a_hand_made_case(nb):
         "a": {"precision_at_k": 0.5, "map_at_k": 0.75, "images": 2},
         "b": {"precision_at_k": 0.5, "map_at_k": 0.75, "images": 2},
     }
-    at_1 = nb.retrieval_metrics(QUARTER_CIRCLE, LABELS, 1)
+    at_1 = retrieval_metrics(QUARTER_CIRCLE, LABELS, 1)
     assert at_1["precision_at_k"] == pytest.approx(0.5) and at_1["map_at_k"] == pytest.approx(0.5)
-    assert nb.retrieval_metrics(QUARTER_CIRCLE, LABELS, 10)["k"] == 3, "k is capped at the other images"
+    assert retrieval_metrics(QUARTER_CIRCLE, LABELS, 10)["k"] == 3, "k is capped at the other images"
 
 
-def test_perfect_and_worst_retrieval(nb):
+def test_perfect_and_worst_retrieval():
     vectors = np.array([[1, 0], [1, 0.01], [0, 1], [0.01, 1]], dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    perfect = nb.retrieval_metrics(vectors, ["x", "x", "y", "y"], 1)
-    worst = nb.retrieval_metrics(vectors, ["x", "y", "x", "y"], 1)
+    perfect = retrieval_metrics(vectors, ["x", "x", "y", "y"], 1)
+    worst = retrieval_metrics(vectors, ["x", "y", "x", "y"], 1)
     assert perfect["precision_at_k"] == perfect["map_at_k"] == 1.0
     assert worst["precision_at_k"] == worst["map_at_k"] == 0.0
 
 
-def test_blocked_pair_search_matches_the_full_matrix(nb):
+def test_blocked_pair_search_matches_the_full_matrix():
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(2500, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     full = vectors @ vectors.T
     np.fill_diagonal(full, -np.inf)
 
-    pairs, nearest = nb.similar_pairs(vectors, 0.8)
+    pairs, nearest = similar_pairs(vectors, 0.8)
 
     expected = {(int(i), int(j)) for i, j in zip(*np.nonzero(full >= 0.8), strict=True) if i < j}
     assert {(i, j) for i, j, _ in pairs} == expected and len(expected) > 10
@@ -48,22 +51,22 @@ def test_blocked_pair_search_matches_the_full_matrix(nb):
     np.testing.assert_allclose(nearest, full.max(axis=1), rtol=1e-6)
 
 
-def test_groups_join_linked_pairs_and_exact_duplicates(nb):
+def test_groups_join_linked_pairs_and_exact_duplicates():
     keys = ["a", "b", "c", "d", "e", "f"]
     vectors = np.array([[1, 0, 0], [0.99, 0.14, 0], [0, 1, 0], [0, 0, 1], [0, 0.6, 0.8], [-1, 0, 0]], dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 
-    groups, nearest = nb.find_duplicate_groups(keys, vectors, 0.95, exact_groups=[["d", "f"]])
+    groups, nearest = find_duplicate_groups(keys, vectors, 0.95, exact_groups=[["d", "f"]])
 
     assert groups == [["a", "b"], ["d", "f"]]
     assert nearest[0] == pytest.approx(float(vectors[0] @ vectors[1]))
 
 
-def test_planted_precision_and_recall_count_pairs_against_the_truth(nb):
+def test_planted_precision_and_recall_count_pairs_against_the_truth():
     truth = {"p/a1": "a", "p/a2": "a", "p/b1": "b", "p/c1": "c"}
     groups = [["a", "p/a1", "p/a2"], ["b", "p/b1", "x"], ["p/c1", "y"]]
 
-    precision, found = nb.planted_pairs_found(groups, truth)
+    precision, found = planted_pairs_found(groups, truth)
 
     # Pairs with a copy: (a,a1) (a,a2) (a1,a2) right; (b,b1) right, (b1,x) wrong; (c1,y) wrong.
     assert precision == pytest.approx(4 / 6)

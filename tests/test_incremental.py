@@ -3,14 +3,14 @@
 import os
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import save_picture
+from conftest import NOTEBOOK, ROOT, save_picture
 from nbclient import NotebookClient
-from notebook_code import NOTEBOOK, ROOT
 
 
 def make_folder(folder: Path, count: int) -> None:
@@ -122,22 +122,30 @@ def test_a_run_killed_while_embedding_resumes_without_duplicates_or_gaps(tmp_pat
 
 
 def kill_kernel_while_indexing(qdrant_path: Path, kill_after_points: int, total: int) -> int:
-    """Run the notebook up to its indexing cell, start that cell, and SIGKILL the kernel mid-way."""
+    """Run the whole notebook, and SIGKILL its kernel once `kill_after_points` points are stored."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    index_cell = next(i for i, cell in enumerate(notebook.cells) if "= index_images(" in cell.source)
     client = NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(ROOT)}})
-    with client.setup_kernel(cleanup_kc=True):
-        for index in range(index_cell):
-            client.execute_cell(notebook.cells[index], index)
-        client.kc.execute(notebook.cells[index_cell].source)
-        deadline = time.monotonic() + 300
-        while stored_point_count(qdrant_path) < kill_after_points:
-            assert time.monotonic() < deadline, "indexing never started"
-            time.sleep(0.02)
-        kernel = client.km.provisioner.process
-        os.kill(kernel.pid, signal.SIGKILL)
-        kernel.wait(timeout=30)
+    errors = []
+    running = threading.Thread(target=lambda: errors.append(capture_error(client.execute)))
+    running.start()
+    deadline = time.monotonic() + 300
+    while stored_point_count(qdrant_path) < kill_after_points:
+        assert running.is_alive(), f"the notebook ended before the kill: {errors}"
+        assert time.monotonic() < deadline, "indexing never started"
+        time.sleep(0.02)
+    kernel = client.km.provisioner.process
+    os.kill(kernel.pid, signal.SIGKILL)
+    running.join(timeout=120)
+    assert not running.is_alive() and errors[0] is not None, "the notebook must stop when its kernel dies"
     count = stored_point_count(qdrant_path)
     if count >= total:
         pytest.fail("the embedding finished before the kernel was killed; use more images")
     return count
+
+
+def capture_error(run) -> Exception | None:
+    try:
+        run()
+    except Exception as error:  # a dead kernel surfaces as nbclient's DeadKernelError, or a cell's error
+        return error
+    return None

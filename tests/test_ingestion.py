@@ -16,6 +16,9 @@ import torchvision
 from conftest import draw_picture, output_text, save_picture
 from PIL import Image
 
+from imgsim.files import find_images, relative_key
+from imgsim.reading import load_image, normalise_pixels, resize_and_crop, to_rgb
+
 PREPROCESS = torchvision.models.ResNet18_Weights.DEFAULT.transforms()
 EMBEDDED = None
 RUNNING_AS_ROOT = os.geteuid() == 0
@@ -118,12 +121,12 @@ def save_locked(path: Path) -> None:
     path.chmod(0)
 
 
-def test_every_input_kind_has_the_expected_outcome_one_by_one(nb, tmp_path):
+def test_every_input_kind_has_the_expected_outcome_one_by_one(tmp_path):
     expected = build_messy_folder(tmp_path)
     for key, outcome in expected.items():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            loaded = nb.load_image(tmp_path / key, PREPROCESS)
+            loaded = load_image(tmp_path / key, PREPROCESS)
         if outcome is EMBEDDED:
             assert loaded.error is None, f"{key}: {loaded.error}"
             assert loaded.pixels.shape == (3, 224, 224) and loaded.pixels.dtype == torch.uint8
@@ -132,17 +135,17 @@ def test_every_input_kind_has_the_expected_outcome_one_by_one(nb, tmp_path):
             assert loaded.pixels is None
 
 
-def test_folder_scan_ignores_hidden_entries_and_follows_a_symlink_loop_once(nb, tmp_path):
+def test_folder_scan_ignores_hidden_entries_and_follows_a_symlink_loop_once(tmp_path):
     expected = build_messy_folder(tmp_path)
-    found = [nb.relative_key(path, tmp_path) for path in nb.find_images(tmp_path)]
+    found = [relative_key(path, tmp_path) for path in find_images(tmp_path)]
     assert sorted(found) == sorted(expected)
 
 
-def test_exif_rotation_is_applied_and_reported_upright(nb, tmp_path):
+def test_exif_rotation_is_applied_and_reported_upright(tmp_path):
     build_messy_folder(tmp_path)
-    upright = nb.load_image(tmp_path / "photos/upright.jpg", PREPROCESS)
-    rotated = nb.load_image(tmp_path / "photos/rotated_by_exif.jpg", PREPROCESS)
-    sideways = nb.load_image(tmp_path / "photos/sideways_without_exif.jpg", PREPROCESS)
+    upright = load_image(tmp_path / "photos/upright.jpg", PREPROCESS)
+    rotated = load_image(tmp_path / "photos/rotated_by_exif.jpg", PREPROCESS)
+    sideways = load_image(tmp_path / "photos/sideways_without_exif.jpg", PREPROCESS)
     assert (rotated.width, rotated.height) == (upright.width, upright.height) == (320, 240)
     assert (sideways.width, sideways.height) == (240, 320)
     assert (rotated.pixels.float() - upright.pixels.float()).abs().mean() < 3, "within JPEG noise, out of 255"
@@ -150,67 +153,67 @@ def test_exif_rotation_is_applied_and_reported_upright(nb, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-def test_an_image_between_the_pixel_limit_and_twice_it_is_refused(nb, tmp_path, monkeypatch):
+def test_an_image_between_the_pixel_limit_and_twice_it_is_refused(tmp_path, monkeypatch):
     # Pillow itself only warns there (it raises above twice the limit), and a warning is easy to miss.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 320 * 240 - 1)
     path = save_picture(tmp_path / "just_over.png", 0, (320, 240))
 
-    loaded = nb.load_image(path, PREPROCESS)
+    loaded = load_image(path, PREPROCESS)
 
     assert loaded.pixels is None
     assert "decompression bomb" in loaded.error and "320 x 240" in loaded.error
 
 
-def test_preprocessing_in_two_halves_equals_the_weights_transforms(nb):
+def test_preprocessing_in_two_halves_equals_the_weights_transforms():
     # Odd sizes, a tiny image that is enlarged, and a panorama, through both resize sizes (232 and 256).
     pictures = [draw_picture(1, (333, 517)), draw_picture(2, (20, 31)), draw_picture(3, (2000, 90))]
     for weights in (torchvision.models.ResNet50_Weights.IMAGENET1K_V2, torchvision.models.ResNet18_Weights.DEFAULT):
         preprocess = weights.transforms()
         expected = torch.stack([preprocess(picture) for picture in pictures])
-        halves = nb.normalise_pixels(torch.stack([nb.resize_and_crop(p, preprocess) for p in pictures]), preprocess)
+        halves = normalise_pixels(torch.stack([resize_and_crop(p, preprocess) for p in pictures]), preprocess)
         assert torch.equal(halves, expected), weights
 
 
-def test_an_animated_gif_is_embedded_from_its_first_frame(nb, tmp_path):
+def test_an_animated_gif_is_embedded_from_its_first_frame(tmp_path):
     path = tmp_path / "animated.gif"
     save_animation(path)
 
-    loaded = nb.load_image(path, PREPROCESS)
+    loaded = load_image(path, PREPROCESS)
 
     frames = []
     with Image.open(path) as gif:
         for number in range(gif.n_frames):
             gif.seek(number)
-            frames.append(nb.resize_and_crop(nb.to_rgb(gif.copy()), PREPROCESS))
+            frames.append(resize_and_crop(to_rgb(gif.copy()), PREPROCESS))
     assert len(frames) == 3
     assert torch.equal(loaded.pixels, frames[0])
     assert not torch.equal(loaded.pixels, frames[1])
 
 
-def test_colour_conversions_keep_the_picture(nb):
+def test_colour_conversions_keep_the_picture():
     transparent = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
-    assert nb.to_rgb(transparent).getpixel((0, 0)) == (255, 255, 255), "transparent must become white"
+    assert to_rgb(transparent).getpixel((0, 0)) == (255, 255, 255), "transparent must become white"
     half = Image.new("LA", (4, 4), (0, 128))
-    assert nb.to_rgb(half).getpixel((0, 0)) == (127, 127, 127)
+    assert to_rgb(half).getpixel((0, 0)) == (127, 127, 127)
     gradient16 = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16))
-    assert [nb.to_rgb(gradient16).getpixel((x, 0))[0] for x in range(3)] == [0, 127, 255]
+    assert [to_rgb(gradient16).getpixel((x, 0))[0] for x in range(3)] == [0, 127, 255]
     cmyk = Image.new("CMYK", (2, 2), (0, 255, 255, 0))
-    assert nb.to_rgb(cmyk).getpixel((0, 0)) == (255, 0, 0)
+    assert to_rgb(cmyk).getpixel((0, 0)) == (255, 0, 0)
 
 
-def test_an_unreadable_file_is_skipped_as_permission_denied(nb):
+def test_an_unreadable_file_is_skipped_as_permission_denied():
     folder = Path(tempfile.mkdtemp(prefix="imgsim-unreadable-"))
     try:
         folder.chmod(0o755)
         path = folder / "locked.jpg"
         save_locked(path)
-        error = load_image_error_as_unprivileged_user(nb, path) if RUNNING_AS_ROOT else nb.load_image(path, None).error
+        error = load_image_error_as_unprivileged_user(path) if RUNNING_AS_ROOT else load_image(path, None).error
         assert error == "permission denied"
     finally:
         shutil.rmtree(folder)
 
 
-def load_image_error_as_unprivileged_user(nb, path: Path) -> str:
+def load_image_error_as_unprivileged_user(path: Path) -> str:
     """Root reads any file, so a forked child drops to user `nobody` before it tries to read `path`."""
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -219,7 +222,7 @@ def load_image_error_as_unprivileged_user(nb, path: Path) -> str:
             os.close(read_end)
             os.setgid(65534)
             os.setuid(65534)
-            os.write(write_end, str(nb.load_image(path, None).error).encode())
+            os.write(write_end, str(load_image(path, None).error).encode())
         finally:
             os._exit(0)
     os.close(write_end)

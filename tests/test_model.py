@@ -9,6 +9,8 @@ import torch
 import torchvision
 from conftest import save_picture
 
+from imgsim.model import build_resnet, feature_extractor
+
 
 def seeded_resnet18_state(seed: int) -> dict:
     torch.manual_seed(seed)
@@ -20,12 +22,12 @@ def assert_same_weights(model, state: dict) -> None:
     assert all(torch.equal(loaded[name], value) for name, value in state.items() if name in loaded)
 
 
-def test_weights_file_is_loaded(nb, tmp_path):
+def test_weights_file_is_loaded(tmp_path):
     state = seeded_resnet18_state(7)
     path = tmp_path / "my weights.pth"
     torch.save(state, path)
 
-    model, preprocess, weights_id, vector_size = nb.load_feature_extractor("resnet18", str(path), torch.device("cpu"))
+    model, preprocess, weights_id, vector_size = feature_extractor("resnet18", str(path), torch.device("cpu"))
 
     assert vector_size == 512
     assert weights_id.startswith("file my weights.pth sha256:")
@@ -37,23 +39,23 @@ def test_weights_file_is_loaded(nb, tmp_path):
         assert model(torch.rand(2, 3, 224, 224)).shape == (2, 512)
 
 
-def test_missing_weights_file_says_how_to_supply_one(nb, tmp_path):
+def test_missing_weights_file_says_how_to_supply_one(tmp_path):
     with pytest.raises(FileNotFoundError, match="IMGSIM_WEIGHTS=none") as raised:
-        nb.build_resnet("resnet50", str(tmp_path / "absent.pth"))
+        build_resnet("resnet50", str(tmp_path / "absent.pth"))
     assert "torch.save" in str(raised.value)
 
 
-def test_unknown_weights_name_lists_the_choices(nb):
+def test_unknown_weights_name_lists_the_choices():
     with pytest.raises(ValueError, match="IMAGENET1K_V2"):
-        nb.build_resnet("resnet50", "IMAGENET_BEST")
+        build_resnet("resnet50", "IMAGENET_BEST")
 
 
-def test_unknown_model_is_refused(nb):
+def test_unknown_model_is_refused():
     with pytest.raises(ValueError, match="resnet152"):
-        nb.build_resnet("vgg16", "none")
+        build_resnet("vgg16", "none")
 
 
-def test_default_weights_come_from_the_torch_hub_cache(nb, tmp_path, monkeypatch):
+def test_default_weights_come_from_the_torch_hub_cache(tmp_path, monkeypatch):
     weights = torchvision.models.ResNet18_Weights.DEFAULT
     cached = tmp_path / "hub" / "checkpoints" / Path(urlparse(weights.url).path).name
     cached.parent.mkdir(parents=True)
@@ -61,13 +63,13 @@ def test_default_weights_come_from_the_torch_hub_cache(nb, tmp_path, monkeypatch
     torch.save(state, cached)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 
-    model, _, weights_id = nb.build_resnet("resnet18", "DEFAULT")
+    model, _, weights_id = build_resnet("resnet18", "DEFAULT")
 
     assert weights_id == "IMAGENET1K_V1"
     assert_same_weights(model, state)
 
 
-def test_failed_download_stops_with_offline_instructions(nb, tmp_path, monkeypatch):
+def test_failed_download_stops_with_offline_instructions(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 
     def unreachable(*args, **kwargs):
@@ -75,17 +77,17 @@ def test_failed_download_stops_with_offline_instructions(nb, tmp_path, monkeypat
 
     monkeypatch.setattr(torch.hub, "urlopen", unreachable)
     with pytest.raises(RuntimeError, match="Offline") as raised:
-        nb.build_resnet("resnet50", "DEFAULT")
+        build_resnet("resnet50", "DEFAULT")
     message = str(raised.value)
     assert "IMGSIM_WEIGHTS=/path/to/weights.pth" in message and "IMGSIM_WEIGHTS=none" in message
     assert str(tmp_path / "hub" / "checkpoints") in message
 
 
-def test_random_weights_are_seeded_and_announced(nb):
+def test_random_weights_are_seeded_and_announced():
     with pytest.warns(UserWarning, match="NOT semantic"):
-        first, _, weights_id = nb.build_resnet("resnet18", "none")
+        first, _, weights_id = build_resnet("resnet18", "none")
     with pytest.warns(UserWarning):
-        second, _, _ = nb.build_resnet("resnet18", "none")
+        second, _, _ = build_resnet("resnet18", "none")
     assert weights_id.startswith("none")
     assert_same_weights(first, second.state_dict())
 

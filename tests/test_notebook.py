@@ -1,11 +1,18 @@
 """The notebook end to end on a small folder of drawn pictures, and checks on the committed notebook."""
 
 import json
+import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 
-from conftest import image_outputs, output_text, save_picture
-from notebook_code import NOTEBOOK, notebook_source
+import pytest
+from conftest import NOTEBOOK, ROOT, image_outputs, output_text, save_picture
 from PIL import Image
+
+from imgsim.settings import SettingError, Settings, check_parameters, variable_of
 
 LABELS = {"circles": range(0, 5), "squares": range(5, 10), "stripes": range(10, 14)}
 
@@ -60,10 +67,16 @@ def test_first_run_counts_every_image_as_new(tmp_path, notebook):
     assert stored["circles/picture_0.png"]["width"] == 320
 
 
-def test_committed_notebook_has_no_outputs():
+def code_cells() -> list[str]:
     notebook = json.loads(NOTEBOOK.read_text())
-    code_cells = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
-    assert all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code_cells)
+    return ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
+
+
+def test_committed_notebook_has_no_outputs_and_no_widget_state():
+    notebook = json.loads(NOTEBOOK.read_text())
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code)
+    assert "widgets" not in notebook["metadata"]
 
 
 def test_first_code_cell_is_tagged_parameters_and_reads_every_variable():
@@ -86,14 +99,121 @@ def test_first_code_cell_is_tagged_parameters_and_reads_every_variable():
     ):
         assert f'"IMGSIM_{variable}"' in source
     assert '"QDRANT_URL"' in source and '"QDRANT_API_KEY"' in source
+    settings = [name.upper() for name in Settings.__dataclass_fields__ if name != "image_dir_is_default"]
+    for name in settings:
+        assert re.search(rf'^{name} = os.environ.get\("{variable_of(name)}", ', source, re.M), f"{name} is not read"
+
+
+def test_the_lesson_calls_are_written_out_in_the_notebook():
+    source = "\n".join(code_cells())
+    for call in (
+        "model.fc = torch.nn.Identity()",
+        ".eval()",
+        "client.create_collection(",
+        "distance=models.Distance.DOT",
+        "client.upsert(",
+        "client.query_points(",
+        "models.RecommendQuery(",
+        "models.FieldCondition(",
+        "vectors - mean_vector",
+        "@ centred.T",
+    ):
+        assert call in source, call
+
+
+def test_the_notebook_teaches_in_short_cells():
+    notebook = json.loads(NOTEBOOK.read_text())
+    sizes, run, longest_run = [], 0, 0
+    for cell in notebook["cells"]:
+        run = run + 1 if cell["cell_type"] == "code" else 0
+        longest_run = max(longest_run, run)
+        if cell["cell_type"] == "code" and "parameters" not in cell["metadata"].get("tags", []):
+            sizes.append(sum(1 for line in "".join(cell["source"]).splitlines() if line.strip()))
+    assert max(sizes) <= 15 and sorted(sizes)[len(sizes) // 2] <= 8
+    assert sum(len([line for line in cell.splitlines() if line.strip()]) for cell in code_cells()) <= 250
+    assert longest_run <= 3, "never more than 3 code cells without prose"
 
 
 def test_no_removed_or_deprecated_api_is_used():
-    source = notebook_source()
+    sources = code_cells() + [path.read_text() for path in (ROOT / "imgsim").glob("*.py")]
+    source = "\n".join(sources)
     removed = r"\.(search|search_batch|search_groups|recommend|discover|upload_records|recreate_collection)\("
     assert not re.findall(removed, source)
     assert "pretrained=" not in source
     assert "query_points(" in source and "collection_exists(" in source
+
+
+PARAMETERS = {"MODEL": "resnet50", "WEIGHTS": "none", "TOP_K": "5", "COLLECTION": "images"}
+PARAMETERS |= {"DUPLICATE_THRESHOLD": "0.9", "PLANT_DUPLICATES": "0"}
+
+
+@pytest.mark.parametrize(
+    "name, value, accepted",
+    [
+        ("TOP_K", "abc", "a whole number of at least 1"),
+        ("TOP_K", "0", "a whole number of at least 1"),
+        ("MAX_IMAGES", "-3", "a whole number of at least 1 (or all)"),
+        ("BATCH_SIZE", "eight", "(or auto)"),
+        ("MODEL", "vgg16", "resnet18, resnet34, resnet50"),
+        ("WEIGHTS", "IMAGENET_BEST", "IMAGENET1K_V2"),
+        ("DEVICE", "gpu", "auto, cpu, cuda"),
+        ("DUPLICATE_THRESHOLD", "1.5", "at most 1"),
+        ("DUPLICATE_THRESHOLD", "high", "a number above -1"),
+        ("PLANT_DUPLICATES", "-1", "at least 0"),
+        ("COLLECTION", "a/b", "without '/'"),
+        ("QDRANT_URL", "localhost:6333", "http://"),
+        ("QUERY_IMAGE", "/no/such/image.jpg", "an image file that exists"),
+    ],
+)
+def test_a_parameter_that_cannot_be_used_is_named_with_what_it_accepts(name, value, accepted):
+    with pytest.raises(SettingError) as raised:
+        check_parameters({**PARAMETERS, name: value})
+    message = str(raised.value)
+    assert message.startswith(variable_of(name)) and accepted in message and repr(value) in message
+
+
+def test_parameters_become_typed_settings():
+    settings = check_parameters({**PARAMETERS, "TOP_K": 7, "MAX_IMAGES": "", "BATCH_SIZE": "auto", "WORKERS": "3"})
+    assert settings.top_k == 7 and settings.max_images is None and settings.batch_size is None
+    assert settings.workers == 3 and settings.duplicate_threshold == 0.9
+    assert settings.image_dir_is_default and settings.qdrant_url is None
+    assert "secret" not in str(check_parameters({**PARAMETERS, "QDRANT_API_KEY": "secret"}))
+
+
+def test_notebook_stops_at_the_top_on_a_bad_parameter(tmp_path, notebook):
+    save_picture(tmp_path / "images" / "p.png", 0)
+    notebook.set(IMAGE_DIR=str(tmp_path / "images"), TOP_K="abc")
+
+    report, executed, error = notebook.run()
+
+    assert report is None and error is not None
+    assert "IMGSIM_TOP_K" in error.trace and "a whole number of at least 1" in error.trace
+    assert not notebook.qdrant_path.exists(), "nothing may run before the parameters are checked"
+
+
+def readme_run_command() -> str:
+    quick_start = (ROOT / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    line = next(line for line in quick_start.splitlines() if line.startswith("jupyter "))
+    return line.split("#", 1)[0].strip()
+
+
+def test_the_readme_run_command_leaves_the_tracked_notebook_as_committed(tmp_path, notebook):
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT / "imgsim", checkout / "imgsim", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(NOTEBOOK, checkout)
+    committed = NOTEBOOK.read_bytes()
+    for seed in range(3):
+        save_picture(tmp_path / "images" / f"p{seed}.png", seed)
+    notebook.set(IMAGE_DIR=str(tmp_path / "images"))
+    command = shlex.split(readme_run_command())
+    assert "--inplace" not in command
+
+    subprocess.run([sys.executable, "-m", *command], cwd=checkout, env=os.environ, check=True, capture_output=True)
+
+    assert (checkout / NOTEBOOK.name).read_bytes() == committed
+    executed = json.loads((checkout / "data" / NOTEBOOK.name).read_text())
+    assert any(cell.get("outputs") for cell in executed["cells"]), "the executed copy is written under data/"
+    assert "widgets" not in executed["metadata"], "no widget state is saved"
 
 
 def test_a_folder_with_a_single_unlabelled_image(tmp_path, notebook):
