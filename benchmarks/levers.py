@@ -1,0 +1,235 @@
+"""Measure what each tuning lever of the embedding pipeline changes, against the notebook's default.
+
+    python benchmarks/levers.py --quick     # about 5 minutes on 2 CPU cores
+    python benchmarks/levers.py             # more photos and rounds
+
+Each lever's settings are measured in turns, round after round, and compared by their medians, so that the
+machine's drift hits all settings alike: JPEG draft mode, reading and computing by turns or overlapped, where
+the preprocessing's arithmetic runs (per batch or per image), reading threads, channels_last, torch threads,
+batch size, and bfloat16 autocast (its speed, and how often its top-10 results equal float32's).
+"""
+
+import copy
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from run import (
+    STARTED,
+    TOP_K,
+    describe_machine,
+    log,
+    loop_rate,
+    median,
+    model_only_rate,
+    photo_sets,
+    pipeline_rate,
+    print_table,
+    random_model,
+    save_json,
+    select_photos,
+    setup,
+)
+
+from imgsim.embedding import embed_pixels, reads_while_computing
+from imgsim.reading import load_image, normalise_pixels
+
+QUICK = {"rounds": 3, "small": 48, "large": 24, "model": 48, "agreement": 64}
+FULL = {"rounds": 5, "small": 128, "large": 48, "model": 128, "agreement": 200}
+BF16_AGREEMENT_TARGET = 0.95
+
+
+# --- levers ------------------------------------------------------------------------------------------------
+
+
+def compare_in_turns(settings: dict, rounds: int) -> dict[str, float]:
+    """Median images/s of each setting's measure(), the settings measured in turns so that drift hits all alike."""
+    measured = {name: [] for name in settings}
+    for _ in range(rounds):
+        for name, measure in settings.items():
+            measured[name].append(measure())
+    return {name: median(values) for name, values in measured.items()}
+
+
+def with_torch_threads(threads: int, measure) -> float:
+    default = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return measure()
+    finally:
+        torch.set_num_threads(default)
+
+
+def load_and_normalise(path: Path, preprocess):
+    """The notebook's load_image, then the rest of the weights' preprocessing, in the reading thread."""
+    loaded = load_image(path, preprocess)
+    if loaded.pixels is not None:
+        loaded.pixels = normalise_pixels(loaded.pixels[None], preprocess)[0]
+    return loaded
+
+
+def lever_plans(args, device, counts: dict, model, preprocess, photos: dict):
+    """(lever, measured on, default setting, {setting: measure}) for every lever and photo set it applies to."""
+    model_only = partial(model_only_rate, model, device, counts["model"], args.batch_size, preprocess.crop_size[0])
+    load = partial(load_image, preprocess=preprocess)
+    embed = partial(embed_pixels_of, model, preprocess, device)
+    loop = partial(loop_rate, batch_size=args.batch_size, workers=args.workers)
+    overlap = reads_while_computing(device)
+
+    @torch.inference_mode()
+    def embed_normalised(loaded):
+        batch = torch.stack([image.pixels for image in loaded]).to(device, memory_format=torch.channels_last)
+        return torch.nn.functional.normalize(model(batch), dim=1).cpu().numpy()
+
+    contiguous = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    torch_threads = sorted({1, 2, torch.get_num_threads()})
+    for on, paths in (("small photos", photos["small"]), ("12 MP photos", photos["phone"])):
+        yield (
+            "JPEG draft mode",
+            on,
+            "draft on",
+            {
+                f"draft {state}": partial(loop, paths, partial(load, draft=state == "on"), embed, overlap=overlap)
+                for state in ("on", "off")
+            },
+        )
+        yield (
+            "reading and computing",
+            on,
+            "overlapped" if overlap else "by turns",
+            {
+                "by turns": partial(loop, paths, load, embed, overlap=False),
+                "overlapped": partial(loop, paths, load, embed, overlap=True),
+            },
+        )
+        yield (
+            "where the preprocessing's arithmetic runs",
+            on,
+            "normalise per batch",
+            {
+                "normalise per batch": partial(loop, paths, load, embed, overlap=overlap),
+                "normalise per image": partial(
+                    loop, paths, partial(load_and_normalise, preprocess=preprocess), embed_normalised, overlap=overlap
+                ),
+            },
+        )
+        yield (
+            "reading threads",
+            on,
+            f"{args.workers} threads",
+            {
+                f"{n} threads": partial(pipeline_rate, paths, model, preprocess, device, args.batch_size, n)
+                for n in sorted({1, 2, 4, args.workers})
+            },
+        )
+    yield (
+        "memory format",
+        "model-only",
+        "channels_last",
+        {
+            "channels_last": model_only,
+            "default (contiguous)": partial(
+                model_only_rate,
+                contiguous,
+                device,
+                counts["model"],
+                args.batch_size,
+                preprocess.crop_size[0],
+                torch.contiguous_format,
+            ),
+        },
+    )
+    small_pipeline = partial(pipeline_rate, photos["small"], model, preprocess, device, args.batch_size, args.workers)
+    for on, measure in (("model-only", model_only), ("small photos", small_pipeline)):
+        yield (
+            "torch.set_num_threads",
+            on,
+            f"{torch.get_num_threads()} threads",
+            {f"{n} threads": partial(with_torch_threads, n, measure) for n in torch_threads},
+        )
+    yield (
+        "batch size",
+        "model-only",
+        f"batch {args.batch_size}",
+        {
+            f"batch {size}": partial(model_only_rate, model, device, counts["model"], size, preprocess.crop_size[0])
+            for size in sorted({1, 8, 16, 32, 64, args.batch_size})  # 1: the original tutorial's
+        },
+    )
+
+
+def embed_pixels_of(model, preprocess, device, loaded) -> np.ndarray:
+    return embed_pixels(model, torch.stack([image.pixels for image in loaded]), preprocess, device)
+
+
+def bf16_study(model, preprocess, device, batch_size: int, paths: list[Path]) -> dict:
+    """bfloat16 autocast: its speed, and how often its top-10 neighbours equal float32's."""
+    pixels = torch.stack([load_image(path, preprocess).pixels for path in paths]).split(batch_size)
+
+    def embed_all(dtype=None) -> tuple[np.ndarray, float]:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            embed_pixels(model, pixels[0], preprocess, device)
+            started = time.perf_counter()
+            vectors = np.concatenate([embed_pixels(model, batch, preprocess, device) for batch in pixels])
+        return vectors, len(paths) / (time.perf_counter() - started)
+
+    def top_k_sets(vectors: np.ndarray) -> list[frozenset]:
+        scores = vectors @ vectors.T
+        np.fill_diagonal(scores, -np.inf)
+        return [frozenset(row) for row in np.argpartition(-scores, TOP_K, axis=1)[:, :TOP_K]]
+
+    (fp32, fp32_rate), (bf16, bf16_rate) = embed_all(), embed_all(torch.bfloat16)
+    pairs = list(zip(top_k_sets(fp32), top_k_sets(bf16), strict=True))
+    scores = fp32 @ fp32.T
+    np.fill_diagonal(scores, np.nan)
+    return {
+        "images": len(paths),
+        "fp32_img_per_s": fp32_rate,
+        "bf16_img_per_s": bf16_rate,
+        "top10_identical_fraction": float(np.mean([a == b for a, b in pairs])),
+        "top10_overlap": float(np.mean([len(a & b) / TOP_K for a, b in pairs])),
+        "mean_pair_score_fp32": float(np.nanmean(scores)),
+    }
+
+
+def run_levers(args, device, machine: dict) -> dict:
+    counts = QUICK if args.quick else FULL
+    model, preprocess, _ = random_model(args.model, device)
+    photos = photo_sets(args, counts["small"], counts["large"])
+    rows = []
+    for lever, on, default, settings in lever_plans(args, device, counts, model, preprocess, photos):
+        log(f"lever {lever}: {on}")
+        rates = compare_in_turns(settings, counts["rounds"])
+        rows += [[lever, name, on, rate, rate / rates[default]] for name, rate in rates.items()]
+    log(f"lever bfloat16 autocast: {counts['agreement']} small photos, float32 then bfloat16")
+    bf16 = bf16_study(model, preprocess, device, args.batch_size, select_photos(args.images, counts["agreement"]))
+    on = f"{bf16['images']} preprocessed small photos"
+    for name, rate in (("float32", bf16["fp32_img_per_s"]), ("bfloat16", bf16["bf16_img_per_s"])):
+        rows.append(["bfloat16 autocast", name, on, rate, rate / bf16["fp32_img_per_s"]])
+
+    print(describe_machine(machine))
+    print(f"Model: {args.model} (random weights); defaults: batch {args.batch_size}, {args.workers} reading threads,")
+    print(f"channels_last, float32, JPEG draft on; medians of {counts['rounds']} rounds measured in turns\n")
+    print_table(
+        ["lever", "setting", "measured on", "img/s", "vs default"],
+        [[lever, name, on, f"{rate:.1f}", f"{ratio:.2f}"] for lever, name, on, rate, ratio in rows],
+    )
+    agreement = bf16["top10_identical_fraction"]
+    print(
+        f"\n{'PASS' if agreement >= BF16_AGREEMENT_TARGET else 'MISS'}  bfloat16 top-{TOP_K} agreement with float32: "
+        f"{agreement:.1%} of {bf16['images']} queries have identical top-{TOP_K} sets (target >= "
+        f"{BF16_AGREEMENT_TARGET:.0%} to keep bfloat16); {bf16['top10_overlap']:.1%} of neighbours shared.\n"
+        f"      With random weights this is a stress test: two photos score {bf16['mean_pair_score_fp32']:.4f} "
+        "on average, so neighbours are nearly tied and small rounding reorders them."
+    )
+    wall_s = time.perf_counter() - STARTED
+    print(f"\nwall time {wall_s:.0f} s")
+    keys = ("lever", "setting", "measured_on", "img_per_s", "vs_default")
+    return {"levers": [dict(zip(keys, row, strict=True)) for row in rows], "bf16": bf16, "wall_s": wall_s}
+
+
+if __name__ == "__main__":
+    arguments, chosen_device, this_machine = setup(__doc__)
+    save_json(arguments, this_machine, run_levers(arguments, chosen_device, this_machine))
