@@ -40,12 +40,13 @@ from torchvision import transforms
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a clone: the package sits beside this folder
 
-from imgsim.duplicates import centre, find_duplicate_groups  # noqa: E402
+from imgsim.duplicates import duplicate_groups  # noqa: E402
 from imgsim.embedding import embed_in_batches, read_in_batches, reads_while_computing  # noqa: E402
 from imgsim.files import find_images, relative_key, spread_sample  # noqa: E402
 from imgsim.model import RESNETS, default_batch_size, feature_extractor, pick_device  # noqa: E402
+from imgsim.neighbours import ExactNeighbours  # noqa: E402
 from imgsim.reading import load_image  # noqa: E402
-from imgsim.store import fetch_vectors, point_id  # noqa: E402
+from imgsim.store import point_id  # noqa: E402
 
 STARTED = time.perf_counter()
 DEFAULT_IMAGES = ROOT.parent / "shared" / "datasets" / "clothing_small_10cls"
@@ -273,10 +274,11 @@ def query_latencies_ms(client, queries: np.ndarray) -> np.ndarray:
 def duplicate_scan(client) -> dict:
     """The notebook's near-duplicate scan: scroll every vector out of Qdrant, centre, blocked all-pairs product."""
     started = time.perf_counter()
-    keys, vectors = fetch_vectors(client, "benchmark")
+    neighbours = ExactNeighbours(client, "benchmark")
     fetched = time.perf_counter()
-    find_duplicate_groups(keys, centre(vectors, vectors.mean(axis=0)), 0.9, [])
-    return {"vectors": len(keys), "fetch_s": fetched - started, "pairs_s": time.perf_counter() - fetched}
+    pairs, _ = neighbours.pairs_above(0.9)
+    duplicate_groups(neighbours.keys, pairs, [])
+    return {"vectors": len(neighbours.keys), "fetch_s": fetched - started, "pairs_s": time.perf_counter() - fetched}
 
 
 def qdrant_results(vector_size: int, queries_by_size: dict[int, int]) -> list[dict]:

@@ -1,8 +1,9 @@
-"""Step 9, retrieval quality: leave-one-out precision@k and mAP@k, when the sub-folders are labels.
+"""Steps 9 and 10, measuring the embedding space: retrieval quality, and a map in two dimensions.
 
 Each image in turn queries all the others, ranked by the same dot product Qdrant uses, computed as a
 blocked matrix product. precision@k is the share of the top k that have the query's label; mAP@k also
-rewards putting them first. Chance level is the share of each label in the collection.
+rewards putting them first. Chance level is the share of each label in the collection. The map is a
+principal component analysis of the centred vectors.
 """
 
 import numpy as np
@@ -44,3 +45,10 @@ def retrieval_metrics(vectors: np.ndarray, labels: list[str], k: int) -> dict:
         "map_at_k": round(float(average_precision.mean()), 4),
         "per_label": per_label,
     }
+
+
+def principal_components(centred: np.ndarray, count: int = 2) -> np.ndarray:
+    """Coordinates of each vector along the `count` directions of largest variance."""
+    shifted = centred - centred.mean(axis=0)
+    _, eigenvectors = np.linalg.eigh(shifted.T @ shifted)
+    return shifted @ eigenvectors[:, ::-1][:, :count]

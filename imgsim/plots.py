@@ -88,33 +88,47 @@ def plot_result_rows(rows, folder: Path, caption: str):
     )
 
 
-def plot_score_histogram(nearest, threshold: float, caption: str, planted=None):
-    """Each image's nearest-neighbour centred score, the threshold, and where planted copies land."""
+def plot_score_histogram(nearest, calibration, caption: str):
+    """Every image's nearest-neighbour centred score, the planted copies' scores, and the threshold."""
     nearest = nearest[np.isfinite(nearest)]  # an image alone in the collection has no neighbour
-    fig, ax = plt.subplots(figsize=(8, 3.2), layout="constrained")
-    bins = np.linspace(min(-0.2, float(np.min(nearest, initial=0))), 1.0, 60)
-    ax.hist(nearest, bins=bins, color="tab:gray", label="nearest neighbour of each image")
-    if planted is not None and len(planted):
-        ax.hist(planted, bins=bins, color="tab:orange", alpha=0.8, label="planted copy vs its original")
-    ax.axvline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold}")
+    copies = np.asarray(calibration.copy_scores)
+    fig, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")
+    lowest = float(np.min(np.concatenate([nearest, copies]), initial=0.0))
+    bins = np.linspace(max(-1.0, lowest - 0.02), 1.0, 60)
+    ax.hist(nearest, bins=bins, color="tab:gray", label="each image vs its nearest other image")
+    if len(copies):
+        ax.hist(copies, bins=bins, color="tab:orange", alpha=0.8, label="planted copy vs its original")
+    if calibration.threshold is not None:
+        separates = calibration.grouping_threshold is not None
+        line = f"threshold {calibration.threshold:.3f} ({calibration.chosen})" + (
+            "" if separates else ": does not separate"
+        )
+        ax.axvline(calibration.threshold, color="tab:red", linestyle="--" if separates else ":", label=line)
     ax.set_xlabel("centred cosine similarity")
     ax.set_ylabel("images")
     ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(caption, fontsize=9)
+    found = ""
+    if calibration.precision is not None:
+        found = (
+            f"\nplanted copies at the threshold: precision {calibration.precision:.2f}, recall {calibration.recall:.2f}"
+        )
+    ax.set_title(caption + found, fontsize=9)
     return fig
 
 
-def plot_groups(groups, folder: Path, keys: list[str], vectors: np.ndarray, caption: str, max_rows: int = 6):
-    """One row per group: its images, each titled with its centred score against the group's first image."""
+def plot_groups(groups, folder: Path, centred_of, caption: str, max_rows: int = 6):
+    """One row per group: its images, each titled with its centred score against the group's first image.
+
+    `centred_of(keys)` gives the centred vectors of stored images.
+    """
     if not groups:
         print("no duplicate groups to show")
         return None
-    index = {key: i for i, key in enumerate(keys)}
-
-    def titled(key: str, first: str) -> tuple[Path, str]:
-        return folder / key, f"{float(vectors[index[key]] @ vectors[index[first]]):.3f}\n{shorten(key)}"
-
-    rows = [[titled(key, group[0]) for key in group[:6]] for group in groups[:max_rows]]
+    rows = []
+    for group in groups[:max_rows]:
+        shown = group[:6]
+        scores = centred_of(shown) @ centred_of(shown[:1])[0]
+        rows.append([(folder / key, f"{score:.3f}\n{shorten(key)}") for key, score in zip(shown, scores, strict=True)])
     return plot_thumbnail_rows(rows, caption, title_size=7)
 
 
@@ -133,13 +147,6 @@ def plot_metrics(metrics: dict, caption: str):
         fontsize=9,
     )
     return fig
-
-
-def principal_components(centred: np.ndarray, count: int = 2) -> np.ndarray:
-    """Coordinates of each vector along the `count` directions of largest variance."""
-    shifted = centred - centred.mean(axis=0)
-    _, eigenvectors = np.linalg.eigh(shifted.T @ shifted)
-    return shifted @ eigenvectors[:, ::-1][:, :count]
 
 
 def plot_embedding_map(coordinates, keys, labels, folder: Path, caption: str, thumbnails: int = 30):

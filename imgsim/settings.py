@@ -39,7 +39,7 @@ class Settings:
     query_image: Path | None
     top_k: int
     report: Path
-    duplicate_threshold: float
+    duplicate_threshold: float | None  # None: calibrated on planted copies
     plant_duplicates: int
 
     @property
@@ -50,6 +50,7 @@ class Settings:
         shown = {name: value for name, value in vars(self).items() if name != "image_dir_is_default"}
         shown.update(qdrant_api_key="(set)" if self.qdrant_api_key else None)
         shown.update(max_images=self.max_images or "all", batch_size=self.batch_size or "auto")
+        shown.update(duplicate_threshold="auto" if self.duplicate_threshold is None else self.duplicate_threshold)
         return "\n".join(f"{variable_of(name.upper()):<28} {value}" for name, value in shown.items())
 
 
@@ -117,8 +118,10 @@ def weights_name(value, model: str) -> str:
     return raw
 
 
-def similarity(name: str, value) -> float:
-    accepted = "a number above -1 and at most 1 (a centred cosine similarity)"
+def similarity_or_auto(name: str, value) -> float | None:
+    if text(value).lower() in ("", "auto"):
+        return None
+    accepted = "auto, or a number above -1 and at most 1 (a centred cosine similarity)"
     try:
         number = float(text(value))
     except ValueError:
@@ -173,6 +176,16 @@ def check_parameters(parameters: dict) -> Settings:
         query_image=existing_file("QUERY_IMAGE", value("QUERY_IMAGE")),
         top_k=whole_number("TOP_K", value("TOP_K"), 1),
         report=Path(text(value("REPORT")) or "data/run_report.json").expanduser(),
-        duplicate_threshold=similarity("DUPLICATE_THRESHOLD", value("DUPLICATE_THRESHOLD")),
-        plant_duplicates=whole_number("PLANT_DUPLICATES", value("PLANT_DUPLICATES"), 0),
+        duplicate_threshold=similarity_or_auto("DUPLICATE_THRESHOLD", value("DUPLICATE_THRESHOLD")),
+        plant_duplicates=planted_images(value("PLANT_DUPLICATES"), value("DUPLICATE_THRESHOLD")),
     )
+
+
+def planted_images(value, threshold) -> int:
+    """How many images get planted copies; calibrating (threshold auto) needs at least one."""
+    count = whole_number("PLANT_DUPLICATES", value, 0)
+    if count == 0 and similarity_or_auto("DUPLICATE_THRESHOLD", threshold) is None:
+        raise fail(
+            "PLANT_DUPLICATES", "at least 1 while IMGSIM_DUPLICATE_THRESHOLD is auto (or give a threshold)", value
+        )
+    return count

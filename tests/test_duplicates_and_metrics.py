@@ -1,12 +1,14 @@
-"""Near-duplicate detection and retrieval metrics: hand-made cases with known answers, then the notebook."""
+"""Near-duplicates, their calibrated threshold, and retrieval metrics: hand-made cases, then the notebook."""
 
 import numpy as np
 import pytest
-from conftest import save_picture
+from conftest import output_text, save_picture
 from PIL import Image
 
-from imgsim.duplicates import find_duplicate_groups, planted_pairs_found, similar_pairs
+from imgsim.calibration import Calibration, CalibrationWorld, planted_pairs_found
+from imgsim.duplicates import duplicate_groups, similar_pairs
 from imgsim.metrics import retrieval_metrics
+from imgsim.settings import SettingError, check_parameters
 
 QUARTER_CIRCLE = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
 LABELS = ["a", "a", "b", "b"]
@@ -56,7 +58,8 @@ def test_groups_join_linked_pairs_and_exact_duplicates():
     vectors = np.array([[1, 0, 0], [0.99, 0.14, 0], [0, 1, 0], [0, 0, 1], [0, 0.6, 0.8], [-1, 0, 0]], dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 
-    groups, nearest = find_duplicate_groups(keys, vectors, 0.95, exact_groups=[["d", "f"]])
+    pairs, nearest = similar_pairs(vectors, 0.95)
+    groups = duplicate_groups(keys, [(keys[i], keys[j], score) for i, j, score in pairs], exact_groups=[["d", "f"]])
 
     assert groups == [["a", "b"], ["d", "f"]]
     assert nearest[0] == pytest.approx(float(vectors[0] @ vectors[1]))
@@ -73,35 +76,144 @@ def test_planted_precision_and_recall_count_pairs_against_the_truth():
     assert found == {"p/a1", "p/a2", "p/b1"}
 
 
-def test_notebook_finds_planted_and_real_duplicates_without_mixing_images(tmp_path, notebook):
-    folder = tmp_path / "images"
-    for seed in range(12):
+def test_a_copy_grouped_with_its_originals_own_duplicates_counts_as_right():
+    truth = {"p/a1": "a", "p/b1": "b"}
+    groups = [["a", "a twin", "p/a1"], ["b", "p/b1", "x"]]
+
+    precision, found = planted_pairs_found(groups, truth, alias={"a": "a", "a twin": "a"})
+
+    # (a,a1) (a twin,a1) right thanks to the collection's own group; (b,b1) right, (b1,x) wrong.
+    assert precision == pytest.approx(3 / 4)
+    assert found == {"p/a1", "p/b1"}
+
+
+def hand_made_world() -> CalibrationWorld:
+    """Sampled images a and b, copy a1 of a and b1 of b, and x, another stored image."""
+    links = [("a1", "a", 0.95), ("b1", "b", 0.7), ("b", "x", 0.65), ("a1", "x", 0.5), ("a", "x", 0.3)]
+    copy_scores, other_scores = np.array([0.95, 0.7]), np.array([0.3, 0.65])
+    kinds = {"a1": "resized", "b1": "cropped"}
+    return CalibrationWorld(["a", "b"], {"a1": "a", "b1": "b"}, kinds, links, copy_scores, other_scores)
+
+
+def test_precision_and_recall_of_the_copies_at_each_threshold():
+    world = hand_made_world()
+    assert world.measure(0.9) == {"precision": 1.0, "recall": 0.5, "recall_by_kind": {"resized": 1.0, "cropped": 0.0}}
+    assert world.measure(0.68)["precision"] == world.measure(0.68)["recall"] == 1.0
+    # At 0.6, x joins b and b1: (b, b1) right, (b, x) and (b1, x) wrong; (a, a1) right.
+    assert world.measure(0.6)["precision"] == pytest.approx(2 / 4)
+
+
+def test_the_threshold_is_where_the_smaller_of_precision_and_recall_is_largest():
+    world = hand_made_world()
+    threshold = world.best_threshold()
+    assert 0.65 < threshold <= 0.7, "between x's link to b and b1's score: every copy found, no wrong pair"
+    assert world.duplicated_share == 0.0
+
+
+def test_stored_images_as_close_as_the_copies_count_as_real_duplicates():
+    links = [("a1", "a", 0.95), ("a2", "a", 0.9), ("a", "twin", 0.97), ("a1", "twin", 0.93), ("b1", "b", 0.92)]
+    truth = {"a1": "a", "a2": "a", "b1": "b"}
+    copy_scores, other_scores = np.array([0.95, 0.9, 0.92]), np.array([0.97, 0.1])
+    world = CalibrationWorld(["a", "b"], truth, dict.fromkeys(truth, "resized"), links, copy_scores, other_scores)
+
+    assert world.alias == {"a": "a", "twin": "a"} and world.duplicated_share == 0.5
+    assert world.measure(0.9) == {"precision": 1.0, "recall": 1.0, "recall_by_kind": {"resized": 1.0}}
+
+
+def test_a_calibrated_threshold_groups_only_if_it_separates_and_a_given_one_always():
+    assert Calibration(0.8, "auto", separable=True).grouping_threshold == 0.8
+    assert Calibration(0.8, "auto", separable=False).grouping_threshold is None
+    assert Calibration(0.5, "given", separable=False).grouping_threshold == 0.5
+
+
+def test_calibrating_needs_planted_copies():
+    parameters = {"MODEL": "resnet18", "WEIGHTS": "none", "TOP_K": "5", "COLLECTION": "images"}
+    needs_copies = "IMGSIM_PLANT_DUPLICATES .* at least 1 while IMGSIM_DUPLICATE_THRESHOLD is auto"
+    with pytest.raises(SettingError, match=needs_copies):
+        check_parameters(parameters | {"DUPLICATE_THRESHOLD": "auto", "PLANT_DUPLICATES": "0"})
+    given = check_parameters(parameters | {"DUPLICATE_THRESHOLD": "0.8", "PLANT_DUPLICATES": "0"})
+    assert given.duplicate_threshold == 0.8 and given.plant_duplicates == 0
+
+
+def make_folder_with_copies(folder, originals: int = 44, copied: range = range(0, 36, 6)) -> dict[str, str]:
+    """Drawn pictures in two labels, and a half-size and a JPEG quality-40 copy of some: copy -> original."""
+    for seed in range(originals):
         save_picture(folder / ("warm" if seed % 2 else "cool") / f"shot {seed}.jpg", seed, quality=92)
-    original = folder / "warm" / "shot 3.jpg"
-    Image.open(original).resize((200, 150)).save(folder / "cool" / "smaller copy.jpg", quality=70)
+    truth = {}
+    for seed in copied:
+        original = f"{'warm' if seed % 2 else 'cool'}/shot {seed}.jpg"
+        picture = Image.open(folder / original)
+        picture.resize((picture.width // 2, picture.height // 2)).save(folder / "copies" / f"smaller {seed}.jpg")
+        picture.save(folder / "copies" / f"resaved {seed}.jpg", quality=40)
+        truth |= {f"copies/smaller {seed}.jpg": original, f"copies/resaved {seed}.jpg": original}
+    return truth
+
+
+@pytest.mark.parametrize("model", ["resnet18", "resnet34"])
+def test_with_no_threshold_set_copies_are_grouped_with_their_originals(tmp_path, notebook, model):
+    folder = tmp_path / "images"
+    (folder / "copies").mkdir(parents=True)
+    truth = make_folder_with_copies(folder)
     (folder / "warm" / "same bytes.jpg").write_bytes((folder / "cool" / "shot 4.jpg").read_bytes())
-    notebook.set(IMAGE_DIR=str(folder), PLANT_DUPLICATES="8", TOP_K="3")
+    notebook.set(IMAGE_DIR=str(folder), MODEL=model, TOP_K="3")
 
     report = notebook.run_ok()
 
-    metrics = report["metrics"]
-    assert metrics["planted_copies"] == 32
-    assert metrics["duplicates_precision"] >= 0.9
-    assert metrics["duplicates_recall_by_kind"]["resized"] >= 0.9
-    assert metrics["duplicates_recall_by_kind"]["reencoded"] >= 0.9
+    calibration = report["duplicates"]["calibration"]
+    assert calibration["chosen"] == "auto" and calibration["separable"] is True
+    assert report["duplicates"]["threshold"] == calibration["threshold"]
     groups = report["duplicates"]["groups"]
+    group_of = {key: n for n, group in enumerate(groups) for key in group}
+    found = [copy for copy, original in truth.items() if copy in group_of and group_of[copy] == group_of.get(original)]
+    pairs = [(a, b) for group in groups for n, a in enumerate(group) for b in group[n + 1 :] if {a, b} & truth.keys()]
+    right = [(a, b) for a, b in pairs if truth.get(a, a) == truth.get(b, b)]
+    assert len(found) / len(truth) >= 0.9 and len(right) / len(pairs) >= 0.9
     assert ["cool/shot 4.jpg", "warm/same bytes.jpg"] in groups
-    assert ["cool/smaller copy.jpg", "warm/shot 3.jpg"] in groups
-    assert len(groups) == 2, f"unrelated pictures were grouped: {groups}"
-    assert report["duplicates"]["threshold"] == 0.9
-    assert metrics["k"] == 3 and set(metrics["per_label"]) == {"warm", "cool"}
-    assert 0 <= metrics["precision_at_k"] <= 1 and 0 <= metrics["map_at_k"] <= 1
-    assert {
-        "duplicate_scores",
-        "duplicate_groups",
-        "planted_scores",
-        "metrics",
-        "embedding_map",
-        "more_searches",
-    } <= set(report["figures"])
-    assert report["points_in_collection"] == 14, "planted copies must stay out of the main collection"
+    assert report["points_in_collection"] == 44 + len(truth) + 1, "planted copies stay out of the main collection"
+    assert calibration["sample_images"] == report["points_in_collection"] - 2, "all but the identical pair"
+    metrics = report["metrics"]
+    assert metrics["planted_copies"] == 3 * calibration["sample_images"]
+    assert metrics["duplicates_precision"] == calibration["precision"] >= 0.9
+    assert metrics["k"] == 3 and set(metrics["per_label"]) == {"warm", "cool", "copies"}
+    figures = {"duplicate_scores", "duplicate_groups", "metrics", "embedding_map", "more_searches"}
+    assert figures <= set(report["figures"])
+
+
+def save_noise(path, rng) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(path)
+
+
+def test_when_nothing_separates_it_says_so_and_groups_only_identical_files(tmp_path, notebook):
+    # Pictures of pure noise: to a CNN they all look alike, and a half-size or re-encoded copy of noise differs
+    # from its original as much as another noise picture does.
+    folder = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for number in range(24):
+        save_noise(folder / ("a" if number % 2 else "b") / f"noise {number}.png", rng)
+    (folder / "a" / "same bytes.png").write_bytes((folder / "b" / "noise 0.png").read_bytes())
+    notebook.set(IMAGE_DIR=str(folder))
+
+    report, executed, error = notebook.run()
+
+    assert error is None, error and error.summary
+    calibration = report["duplicates"]["calibration"]
+    assert calibration["separable"] is False
+    assert calibration["sample_duplicated_share"] > 0.5, "each noise picture scores with others as its copies do"
+    assert report["duplicates"]["threshold"] is None
+    assert report["duplicates"]["groups"] == [["a/same bytes.png", "b/noise 0.png"]]
+    assert "NOT SEPARABLE" in output_text(executed)
+
+
+def test_a_threshold_given_as_a_number_is_used_as_given(tmp_path, notebook):
+    folder = tmp_path / "images"
+    (folder / "copies").mkdir(parents=True)
+    make_folder_with_copies(folder, originals=12, copied=range(0, 4))
+    notebook.set(IMAGE_DIR=str(folder), DUPLICATE_THRESHOLD="0.55", PLANT_DUPLICATES="4")
+
+    report = notebook.run_ok()
+
+    calibration = report["duplicates"]["calibration"]
+    assert report["duplicates"]["threshold"] == calibration["threshold"] == 0.55
+    assert calibration["chosen"] == "given" and calibration["planted_copies"] == 12
+    assert ["cool/shot 0.jpg", "copies/resaved 0.jpg", "copies/smaller 0.jpg"] in report["duplicates"]["groups"]

@@ -38,12 +38,14 @@ def test_rerun_scenarios_keep_the_collection_an_exact_mirror(tmp_path, notebook)
 
     unchanged = notebook.run_ok()
     assert counts(unchanged) == dict(embedded=0, new=0, updated=0, unchanged=8, removed=0, points_in_collection=8)
+    assert [run["duplicates"]["calibration"]["reused"] for run in (first, unchanged)] == [False, True]
 
     modified = folder / "even" / "picture 2.jpg"
     save_picture(modified, 100)
     after_edit = notebook.run_ok()
     assert counts(after_edit) == dict(embedded=1, new=0, updated=1, unchanged=7, removed=0, points_in_collection=8)
     assert notebook.stored_payloads()["even/picture 2.jpg"]["sha256"] != first_payloads["even/picture 2.jpg"]["sha256"]
+    assert after_edit["duplicates"]["calibration"]["reused"] is False, "a changed file calibrates again"
 
     (folder / "odd" / "picture 3.jpg").unlink()
     after_delete = notebook.run_ok()

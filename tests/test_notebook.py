@@ -115,7 +115,7 @@ def test_the_lesson_calls_are_written_out_in_the_notebook():
         "client.query_points(",
         "models.RecommendQuery(",
         "models.FieldCondition(",
-        "vectors - mean_vector",
+        "sample_vectors - neighbours.mean",
         "@ centred.T",
     ):
         assert call in source, call
