@@ -10,9 +10,10 @@ initialised model (speed does not depend on the weights). The main table measure
 model-only (the bare forward pass on normalised tensors), the notebook's pipeline (`embed_in_batches`),
 its reading alone, and the original tutorial's loop (one image at a time, Resize(1024), default memory
 format); then Qdrant local mode's upload and top-10 query times for DOT and COSINE, and the near-duplicate
-scan at 10k vectors. This machine's speed drifts by 10 % and more, so throughputs are measured in rounds
-(model-only right before and after the pipeline), ratios are taken within each round, and the table shows
-medians. Photos are read once before timing, and every measurement is warmed up first.
+scan at 1k and 10k vectors with both neighbour sources (numpy, qdrant). This machine's speed drifts by 10 %
+and more, so throughputs are measured in rounds (model-only right before and after the pipeline), ratios
+are taken within each round, and the table shows medians. Photos are read once before timing, and every
+measurement is warmed up first.
 """
 
 import argparse
@@ -44,7 +45,7 @@ from imgsim.duplicates import duplicate_groups  # noqa: E402
 from imgsim.embedding import embed_in_batches, read_in_batches, reads_while_computing  # noqa: E402
 from imgsim.files import find_images, relative_key, spread_sample  # noqa: E402
 from imgsim.model import RESNETS, default_batch_size, feature_extractor, pick_device  # noqa: E402
-from imgsim.neighbours import ExactNeighbours  # noqa: E402
+from imgsim.neighbours import PAIR_NEIGHBOURS, ExactNeighbours, QdrantNeighbours  # noqa: E402
 from imgsim.reading import load_image  # noqa: E402
 from imgsim.store import point_id  # noqa: E402
 
@@ -52,7 +53,7 @@ STARTED = time.perf_counter()
 DEFAULT_IMAGES = ROOT.parent / "shared" / "datasets" / "clothing_small_10cls"
 CACHE_DIR = ROOT / "data" / "benchmark_cache"
 TOP_K = 10
-DUPLICATE_SCAN_VECTORS = 10_000
+DUPLICATE_SCAN_VECTORS = (1_000, 10_000)
 TUTORIAL_TRANSFORM = transforms.Compose(
     [
         transforms.Resize(1024),
@@ -61,9 +62,15 @@ TUTORIAL_TRANSFORM = transforms.Compose(
         transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     ]
 )
-# rounds, photos per round, and timed queries per number of stored vectors
-QUICK = {"rounds": 3, "small": 64, "large": 32, "queries": {1_000: 50, 10_000: 30}}
-FULL = {"rounds": 5, "small": 192, "large": 64, "queries": {1_000: 100, 10_000: 100, 50_000: 30}}
+# rounds, photos per round, timed queries per number of stored vectors, and queries timed in the qdrant scan
+QUICK = {"rounds": 3, "small": 64, "large": 32, "queries": {1_000: 50, 10_000: 30}, "timed_scan_queries": 1_000}
+FULL = {
+    "rounds": 5,
+    "small": 192,
+    "large": 64,
+    "queries": {1_000: 100, 10_000: 100, 50_000: 30},
+    "timed_scan_queries": None,
+}
 # name: (what it compares, target, whether the ratio must be at least the target, else at most)
 TARGETS = {
     "small_pipeline_vs_model_only": ("small photos: pipeline / model-only", 0.9, True),
@@ -271,17 +278,33 @@ def query_latencies_ms(client, queries: np.ndarray) -> np.ndarray:
     return np.array(latencies) * 1000
 
 
-def duplicate_scan(client) -> dict:
-    """The notebook's near-duplicate scan: scroll every vector out of Qdrant, centre, blocked all-pairs product."""
+def duplicate_scans(client, timed_queries: int | None) -> dict:
+    """The near-duplicate scan both ways: every vector scrolled out and blocked products ("numpy"), or each
+    image's neighbours asked of Qdrant by point id ("qdrant"), for all images or `timed_queries` of them, scaled.
+    """
     started = time.perf_counter()
-    neighbours = ExactNeighbours(client, "benchmark")
+    exact = ExactNeighbours(client, "benchmark")
     fetched = time.perf_counter()
-    pairs, _ = neighbours.pairs_above(0.9)
-    duplicate_groups(neighbours.keys, pairs, [])
-    return {"vectors": len(neighbours.keys), "fetch_s": fetched - started, "pairs_s": time.perf_counter() - fetched}
+    duplicate_groups(exact.keys, exact.pairs_above(0.9)[0], [])
+    scanned = time.perf_counter()
+    asked = QdrantNeighbours(client, "benchmark")
+    if timed_queries and timed_queries < len(asked.keys):
+        started_asking = time.perf_counter()
+        asked.nearest_to_stored(asked.keys[:timed_queries], PAIR_NEIGHBOURS)
+        qdrant_s = (time.perf_counter() - started_asking) * len(asked.keys) / timed_queries + started_asking - scanned
+    else:
+        duplicate_groups(asked.keys, asked.pairs_above(0.9)[0], [])
+        qdrant_s = time.perf_counter() - scanned
+    return {
+        "vectors": len(exact.keys),
+        "numpy_fetch_s": fetched - started,
+        "numpy_pairs_s": scanned - fetched,
+        "qdrant_s": qdrant_s,
+        "qdrant_queries_timed": min(timed_queries or len(asked.keys), len(asked.keys)),
+    }
 
 
-def qdrant_results(vector_size: int, queries_by_size: dict[int, int]) -> list[dict]:
+def qdrant_results(vector_size: int, queries_by_size: dict[int, int], timed_scan_queries: int | None) -> list[dict]:
     """Upload and top-10 query timings in local mode, growing one collection per distance step by step."""
     results = []
     for distance in (models.Distance.DOT, models.Distance.COSINE):
@@ -300,9 +323,9 @@ def qdrant_results(vector_size: int, queries_by_size: dict[int, int]) -> list[di
                 row = {"distance": distance.name, "vectors": size, "uploaded": size - stored, "queries": query_count}
                 row |= {"upload_points_per_s": (size - stored) / seconds}
                 row |= {f"query_p{p}_ms": float(np.percentile(latencies, p)) for p in (50, 95)}
-                if distance == models.Distance.DOT and size == DUPLICATE_SCAN_VECTORS:
-                    log(f"duplicate scan over {size:,} vectors")
-                    row["duplicate_scan"] = duplicate_scan(client)
+                if distance == models.Distance.DOT and size in DUPLICATE_SCAN_VECTORS:
+                    log(f"duplicate scan over {size:,} vectors, numpy and qdrant neighbours")
+                    row["duplicate_scan"] = duplicate_scans(client, timed_scan_queries)
                 results.append(row)
                 stored = size
             client.close()
@@ -357,12 +380,16 @@ def main_table_rows(args, rates: dict, qdrant: list[dict], photos: dict, rounds:
         )
     for row in qdrant:
         if scan := row.get("duplicate_scan"):
-            one_query_each = scan["vectors"] * row["query_p50_ms"] / 1000
+            vectors, numpy_s = f"{scan['vectors']:,}", scan["numpy_fetch_s"] + scan["numpy_pairs_s"]
             label = (
-                f"near-duplicate scan, {scan['vectors']:,} vectors: scroll {scan['fetch_s']:.1f} s + blocked all-pairs "
-                f"{scan['pairs_s']:.1f} s (one query per vector: ~{one_query_each:.0f} s)"
+                f"near-duplicate scan, numpy neighbours, {vectors} vectors: scroll {scan['numpy_fetch_s']:.1f} s "
+                f"+ blocked all-pairs {scan['numpy_pairs_s']:.1f} s"
             )
-            rows.append([label, f"{scan['vectors']:,}", f"{scan['fetch_s'] + scan['pairs_s']:.1f} s", "", ""])
+            rows.append([label, vectors, f"{numpy_s:.1f} s", "", ""])
+            timed = scan["qdrant_queries_timed"]
+            scaled = f" ({timed:,} queries timed, scaled to {vectors})" if timed < scan["vectors"] else ""
+            label = f"near-duplicate scan, qdrant neighbours, {vectors} vectors: one batched query per image{scaled}"
+            rows.append([label, vectors, f"{scan['qdrant_s']:.1f} s", "", ""])
     if args.quick:
         rows.append(["Qdrant local at 50,000 vectors: not measured with --quick", "", "", "", ""])
     return rows
@@ -381,7 +408,7 @@ def run_main(args, device, machine: dict) -> dict:
         log(f"round {number}/{counts['rounds']}: model-only, pipeline, model-only, reading, tutorial")
         per_round.append(measure_round(args, device, models_, photos))
     rates = {name: median(rates[name] for rates in per_round) for name in per_round[0]}
-    qdrant = qdrant_results(vector_size, counts["queries"])
+    qdrant = qdrant_results(vector_size, counts["queries"], counts["timed_scan_queries"])
     ratios, by_round = ratios_of(per_round, qdrant)
 
     print(describe_machine(machine))

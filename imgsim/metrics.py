@@ -6,6 +6,8 @@ rewards putting them first. Chance level is the share of each label in the colle
 principal component analysis of the centred vectors.
 """
 
+from collections import Counter
+
 import numpy as np
 
 from imgsim.duplicates import score_blocks
@@ -17,33 +19,43 @@ def has_enough_labels(labels: list[str | None], k: int) -> bool:
 
 
 def retrieval_metrics(vectors: np.ndarray, labels: list[str], k: int) -> dict:
-    """Leave-one-out precision@k and mAP@k, overall and per label."""
+    """Leave-one-out precision@k and mAP@k with every image as a query, ranked by dot product."""
     labels = np.asarray(labels, dtype=object)
-    names, label_ids = np.unique(labels.astype(str), return_inverse=True)
-    others_with_label = np.bincount(label_ids)[label_ids] - 1
-    precision, average_precision = np.zeros(len(labels)), np.zeros(len(labels))
     k = min(k, len(labels) - 1)
+    ranked = np.empty((len(labels), k), dtype=object)
     for rows, scores in score_blocks(vectors):
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
-        relevant = label_ids[top] == label_ids[rows, None]
-        precision[rows] = relevant.mean(axis=1)
-        precision_at_rank = np.cumsum(relevant, axis=1) / np.arange(1, k + 1)
-        denominator = np.maximum(np.minimum(k, others_with_label[rows]), 1)
-        average_precision[rows] = (precision_at_rank * relevant).sum(axis=1) / denominator
+        ranked[rows] = labels[
+            np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
+        ]
+    return ranking_metrics(labels, ranked, Counter(labels.tolist()))
+
+
+def ranking_metrics(query_labels, ranked_labels, images_per_label: dict[str, int]) -> dict:
+    """precision@k and mAP@k, overall and per label, of queries whose results (best first, the query itself left
+    out, k of them) have `ranked_labels`; `images_per_label` counts the whole collection, for mAP's denominator.
+    """
+    query_labels, ranked_labels = np.asarray(query_labels, dtype=object), np.asarray(ranked_labels, dtype=object)
+    k = ranked_labels.shape[1]
+    relevant = ranked_labels == query_labels[:, None]
+    precision = relevant.mean(axis=1)
+    precision_at_rank = np.cumsum(relevant, axis=1) / np.arange(1, k + 1)
+    others_with_label = np.array([images_per_label[label] - 1 for label in query_labels])
+    average_precision = (precision_at_rank * relevant).sum(axis=1) / np.maximum(np.minimum(k, others_with_label), 1)
     per_label = {
         str(name): {
-            "precision_at_k": round(float(precision[label_ids == n].mean()), 4),
-            "map_at_k": round(float(average_precision[label_ids == n].mean()), 4),
-            "images": int((label_ids == n).sum()),
+            "precision_at_k": round(float(precision[query_labels == name].mean()), 4),
+            "map_at_k": round(float(average_precision[query_labels == name].mean()), 4),
+            "images": int(images_per_label[name]),
         }
-        for n, name in enumerate(names)
+        for name in sorted(set(query_labels.tolist()), key=str)
     }
     return {
         "k": k,
         "precision_at_k": round(float(precision.mean()), 4),
         "map_at_k": round(float(average_precision.mean()), 4),
         "per_label": per_label,
+        "queries": len(query_labels),
     }
 
 

@@ -1,17 +1,34 @@
-"""Where the analyses' nearest neighbours come from: exact matrix products over vectors fetched once.
+"""Where the analyses' nearest neighbours come from: matrix products here, or queries to Qdrant.
 
 Near-duplicates, their calibration, the retrieval metrics and the map all ask the same few questions of
-the collection: which pairs score above a threshold, what is each image's nearest other image, which
-stored images are close to a given vector. `ExactNeighbours` answers them with blocked matrix products
-over every vector, scrolled out of Qdrant once: exact, and right for local mode up to about 100k images.
+the collection: which pairs score above a threshold, which stored images are nearest to a stored image
+or to a given vector, and a sample of the vectors. Two sources answer them:
+
+- `ExactNeighbours` ("numpy"): every vector scrolled out of Qdrant once, then blocked matrix products.
+  Exact; right for local mode up to about 100k images (8 KiB per 2048-d vector in memory).
+- `QdrantNeighbours` ("qdrant"): each image's neighbours are asked of Qdrant by point id, in batches
+  (`query_batch_points`), and the candidates it returns are re-scored with centred scores; the mean
+  vector is streamed with one scroll. No vector is kept beyond a batch, so memory does not grow with
+  the collection; the metrics use a sample of queries and the map a sample of vectors. Approximate:
+  a neighbour that is near in centred score but not among Qdrant's candidates is missed.
+
 Scores are centred cosines (see `duplicates.py`), except for the metrics, which rank by Qdrant's own score.
 """
 
+from collections import Counter
+
 import numpy as np
+from qdrant_client import models
 
 from imgsim.duplicates import centre, score_blocks, similar_pairs
-from imgsim.metrics import principal_components, retrieval_metrics
-from imgsim.store import fetch_vectors
+from imgsim.metrics import principal_components, ranking_metrics, retrieval_metrics
+from imgsim.store import all_points, fetch_vectors, point_id
+
+QUERY_BATCH = 64  # queries per query_batch_points call
+CANDIDATES = 3  # Qdrant is asked for this many times the neighbours needed, then they are re-scored centred
+PAIR_NEIGHBOURS = 10  # neighbours looked at around each image for near-duplicate pairs
+METRIC_QUERIES = 2_000  # images that query for the metrics, at most
+MAP_SAMPLE = 5_000  # images on the map, at most
 
 
 class ExactNeighbours:
@@ -65,7 +82,7 @@ class ExactNeighbours:
 
     def metrics(self, labels: dict[str, str], k: int) -> dict:
         """Leave-one-out precision@k and mAP@k with every image as a query, ranked by Qdrant's own score."""
-        return retrieval_metrics(self.vectors, [labels[key] for key in self.keys], k) | {"queries": len(self.keys)}
+        return retrieval_metrics(self.vectors, [labels[key] for key in self.keys], k)
 
     def map_coordinates(self) -> tuple[list[str], np.ndarray]:
         """Every image's place on the first two principal components of the centred vectors."""
@@ -77,3 +94,121 @@ def top_columns(scores: np.ndarray, count: int) -> np.ndarray:
     count = min(count, scores.shape[1])
     top = np.argpartition(-scores, count - 1, axis=1)[:, :count]
     return np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
+
+
+class QdrantNeighbours:
+    """Each question asked of Qdrant in batches of queries; only the mean vector and the paths stay here."""
+
+    name = "qdrant"
+
+    def __init__(self, client, collection: str, search_params: models.SearchParams | None = None):
+        self.client, self.collection, self.search_params = client, collection, search_params
+        self.keys, total = [], None
+        for point in all_points(client, collection, with_payload=["path"], with_vectors=True):
+            vector = np.asarray(point.vector, dtype=np.float64)
+            total = vector if total is None else total + vector
+            self.keys.append(point.payload["path"])
+        self.mean = (total / len(self.keys)).astype(np.float32) if self.keys else np.zeros(0, dtype=np.float32)
+
+    def centre(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors made like the stored ones: minus the collection's mean, unit length again."""
+        return centre(vectors, self.mean)
+
+    def centred_of(self, keys: list[str]) -> np.ndarray:
+        points = self.client.retrieve(self.collection, ids=[point_id(key) for key in keys], with_vectors=True)
+        by_id = {str(point.id): point.vector for point in points}
+        return self.centre(np.asarray([by_id[point_id(key)] for key in keys], dtype=np.float32))
+
+    def nearest_to_stored(self, keys: list[str], count: int) -> list[list[tuple[str, float]]]:
+        """For each stored image, its `count` nearest other stored images with their centred scores."""
+        return self.ask([point_id(key) for key in keys], self.centred_of(keys), count)
+
+    def nearest_to_vectors(self, vectors: np.ndarray, count: int) -> list[list[tuple[str, float]]]:
+        """For each (uncentred) vector, its `count` nearest stored images with their centred scores."""
+        return self.ask(vectors.tolist(), self.centre(vectors), count)
+
+    def ask(self, queries: list, centred_queries: np.ndarray, count: int) -> list[list[tuple[str, float]]]:
+        """Qdrant's candidates for each query (a point id leaves that point out), re-scored centred, best first."""
+        found = []
+        for start in range(0, len(queries), QUERY_BATCH):
+            requests = [
+                models.QueryRequest(
+                    query=query,
+                    limit=count * CANDIDATES,
+                    with_vector=True,
+                    with_payload=["path"],
+                    params=self.search_params,
+                )
+                for query in queries[start : start + QUERY_BATCH]
+            ]
+            responses = self.client.query_batch_points(self.collection, requests=requests)
+            for centred_query, response in zip(centred_queries[start : start + QUERY_BATCH], responses, strict=True):
+                if not response.points:
+                    found.append([])
+                    continue
+                scores = self.centre(np.asarray([p.vector for p in response.points], dtype=np.float32)) @ centred_query
+                found.append(
+                    [(response.points[i].payload["path"], float(scores[i])) for i in np.argsort(-scores)[:count]]
+                )
+        return found
+
+    def pairs_above(self, threshold: float | None) -> tuple[list[tuple[str, str, float]], np.ndarray]:
+        """Pairs at or above `threshold` (none for None) among each image's nearest, and each image's nearest score."""
+        pairs, nearest = {}, {}
+        points = all_points(self.client, self.collection, with_payload=["path"], with_vectors=True)
+        for page in batched(points, QUERY_BATCH * 4):
+            keys = [point.payload["path"] for point in page]
+            centred = self.centre(np.asarray([point.vector for point in page], dtype=np.float32))
+            for key, found in zip(keys, self.ask([point.id for point in page], centred, PAIR_NEIGHBOURS), strict=True):
+                nearest[key] = found[0][1] if found else -np.inf
+                for other, score in found:
+                    if threshold is not None and score >= threshold:
+                        pairs[tuple(sorted((key, other)))] = score
+        return [(a, b, score) for (a, b), score in sorted(pairs.items())], np.array([nearest[k] for k in self.keys])
+
+    def sample(self, count: int) -> tuple[list[str], np.ndarray]:
+        """Up to `count` stored images chosen at random by Qdrant, with their stored (uncentred) vectors."""
+        query = models.SampleQuery(sample=models.Sample.RANDOM)
+        points = self.client.query_points(
+            self.collection, query=query, limit=count, with_vectors=True, with_payload=["path"]
+        ).points
+        return [p.payload["path"] for p in points], np.asarray([p.vector for p in points], dtype=np.float32)
+
+    def metrics(self, labels: dict[str, str], k: int) -> dict:
+        """precision@k and mAP@k with up to METRIC_QUERIES images as queries, ranked by Qdrant's own score."""
+        k = min(k, len(self.keys) - 1)
+        rng = np.random.default_rng(0)
+        queries = sorted(rng.permutation(self.keys)[:METRIC_QUERIES].tolist())
+        ranked = []
+        for start in range(0, len(queries), QUERY_BATCH):
+            requests = [
+                models.QueryRequest(query=point_id(key), limit=k, with_payload=["label"], params=self.search_params)
+                for key in queries[start : start + QUERY_BATCH]
+            ]
+            for response in self.client.query_batch_points(self.collection, requests=requests):
+                ranked.append([point.payload["label"] for point in response.points])
+        return ranking_metrics([labels[key] for key in queries], ranked, Counter(labels.values()))
+
+    def map_coordinates(self) -> tuple[list[str], np.ndarray]:
+        """Up to MAP_SAMPLE images' places on the first two principal components of their centred vectors."""
+        keys, vectors = self.sample(MAP_SAMPLE)
+        return keys, principal_components(self.centre(vectors))
+
+
+def batched(items, size: int):
+    """Lists of `size` items (the last one shorter) from any iterable, read as they are needed."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def open_neighbours(source: str, client, collection: str, search_params: models.SearchParams | None = None):
+    """The neighbour source named `source` ("numpy" or "qdrant") for `collection`."""
+    if source == "qdrant":
+        return QdrantNeighbours(client, collection, search_params)
+    return ExactNeighbours(client, collection)

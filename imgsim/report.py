@@ -35,11 +35,13 @@ def run_report(
     batch_size,
     timings,
     duplicates,
+    neighbours,
     metrics,
     query,
     figures,
 ) -> dict:
-    """The report's content; `query` is (the query image's name, its hits), `duplicates` its section."""
+    """The report's content; `query` is (the query image's name, its hits), `duplicates` its section,
+    `neighbours` where the analyses' neighbours came from ("numpy" or "qdrant")."""
     query_image, hits = query
     return {
         "image_dir": str(settings.image_dir.resolve()),
@@ -59,6 +61,7 @@ def run_report(
         "workers": settings.workers,
         "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
         "duplicates": duplicates,
+        "neighbours": neighbours,
         "metrics": metrics,
         "query": {
             "image": query_image,

@@ -41,6 +41,7 @@ class Settings:
     report: Path
     duplicate_threshold: float | None  # None: calibrated on planted copies
     plant_duplicates: int
+    neighbours: str  # "numpy" or "qdrant"
 
     @property
     def figures_dir(self) -> Path:
@@ -178,7 +179,14 @@ def check_parameters(parameters: dict) -> Settings:
         report=Path(text(value("REPORT")) or "data/run_report.json").expanduser(),
         duplicate_threshold=similarity_or_auto("DUPLICATE_THRESHOLD", value("DUPLICATE_THRESHOLD")),
         plant_duplicates=planted_images(value("PLANT_DUPLICATES"), value("DUPLICATE_THRESHOLD")),
+        neighbours=neighbour_source(value("NEIGHBOURS"), server_url(value("QDRANT_URL"))),
     )
+
+
+def neighbour_source(value, url: str | None) -> str:
+    """Where the analyses' neighbours come from; auto: numpy in local mode, qdrant on a server."""
+    choice = one_of("NEIGHBOURS", text(value) or "auto", ("auto", "numpy", "qdrant"))
+    return ("qdrant" if url else "numpy") if choice == "auto" else choice
 
 
 def planted_images(value, threshold) -> int:

@@ -17,6 +17,19 @@ from qdrant_client import QdrantClient, models
 from imgsim.files import label_of, relative_key
 from imgsim.reading import LoadedImage, describe_failure
 
+# Settings for a Qdrant server (local mode accepts and ignores them; the notebook says why these numbers).
+SERVER_COLLECTION = {
+    "hnsw_config": models.HnswConfigDiff(m=16, ef_construct=200),
+    "quantization_config": models.ScalarQuantization(
+        scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+    ),
+}
+SERVER_SEARCH = models.SearchParams(
+    hnsw_ef=128, quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0)
+)
+PAYLOAD_INDEXES = ("label", "path", "model")
+SERVER_UPLOAD = {"batch_size": 256, "parallel": 2}
+
 
 def connect(url: str | None, api_key: str | None, path: Path) -> QdrantClient:
     """A client for the Qdrant server at `url`, or for local mode stored in `path`."""

@@ -149,16 +149,17 @@ def make_folder_with_copies(folder, originals: int = 44, copied: range = range(0
     return truth
 
 
-@pytest.mark.parametrize("model", ["resnet18", "resnet34"])
-def test_with_no_threshold_set_copies_are_grouped_with_their_originals(tmp_path, notebook, model):
+@pytest.mark.parametrize("model, neighbours", [("resnet18", "numpy"), ("resnet34", "qdrant")])
+def test_with_no_threshold_set_copies_are_grouped_with_their_originals(tmp_path, notebook, model, neighbours):
     folder = tmp_path / "images"
     (folder / "copies").mkdir(parents=True)
     truth = make_folder_with_copies(folder)
     (folder / "warm" / "same bytes.jpg").write_bytes((folder / "cool" / "shot 4.jpg").read_bytes())
-    notebook.set(IMAGE_DIR=str(folder), MODEL=model, TOP_K="3")
+    notebook.set(IMAGE_DIR=str(folder), MODEL=model, NEIGHBOURS=neighbours, TOP_K="3")
 
     report = notebook.run_ok()
 
+    assert report["neighbours"] == neighbours
     calibration = report["duplicates"]["calibration"]
     assert calibration["chosen"] == "auto" and calibration["separable"] is True
     assert report["duplicates"]["threshold"] == calibration["threshold"]

@@ -134,6 +134,26 @@ def test_the_notebook_teaches_in_short_cells():
     assert longest_run <= 3, "never more than 3 code cells without prose"
 
 
+def call_arguments(source: str, call: str) -> list[str]:
+    """The text between the parentheses of every `call(` in `source`."""
+    found = []
+    for start in (match.end() for match in re.finditer(re.escape(call) + r"\(", source)):
+        depth, end = 1, start
+        while depth:
+            depth += {"(": 1, ")": -1}.get(source[end], 0)
+            end += 1
+        found.append(source[start : end - 1])
+    return found
+
+
+def test_every_query_in_the_notebook_asks_for_the_server_search_settings():
+    source = "\n".join(code_cells())
+    queries, requests = call_arguments(source, "client.query_points"), call_arguments(source, "models.QueryRequest")
+    assert len(queries) >= 3 and all("search_params=search_params" in query for query in queries)
+    assert requests and all("params=search_params" in request for request in requests)
+    assert "search_params = SERVER_SEARCH if server else None" in source
+
+
 def test_no_removed_or_deprecated_api_is_used():
     sources = code_cells() + [path.read_text() for path in (ROOT / "imgsim").glob("*.py")]
     source = "\n".join(sources)
@@ -163,6 +183,7 @@ PARAMETERS |= {"DUPLICATE_THRESHOLD": "0.9", "PLANT_DUPLICATES": "0"}
         ("COLLECTION", "a/b", "without '/'"),
         ("QDRANT_URL", "localhost:6333", "http://"),
         ("QUERY_IMAGE", "/no/such/image.jpg", "an image file that exists"),
+        ("NEIGHBOURS", "faiss", "auto, numpy, qdrant"),
     ],
 )
 def test_a_parameter_that_cannot_be_used_is_named_with_what_it_accepts(name, value, accepted):

@@ -1,0 +1,159 @@
+"""Neighbours from Qdrant agree with the exact matrix products, and the server-only settings are requested as intended.
+
+No Qdrant server runs here: the `qdrant` source and the server settings make the same client calls against
+local mode, which accepts the server settings and ignores them (its search is exact).
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED_PHOTOS, save_picture
+from PIL import Image
+from qdrant_client import QdrantClient, models
+
+from imgsim.duplicates import duplicate_groups
+from imgsim.embedding import embed_in_batches
+from imgsim.files import find_images, spread_sample
+from imgsim.model import feature_extractor
+from imgsim.neighbours import ExactNeighbours, QdrantNeighbours
+from imgsim.settings import check_parameters
+from imgsim.store import PAYLOAD_INDEXES, SERVER_COLLECTION, SERVER_SEARCH, SERVER_UPLOAD, FolderSync, point_id
+
+
+def index_folder(client: QdrantClient, folder, paths, model_name: str = "resnet18") -> None:
+    """The notebook's indexing, with random weights, into collection "images"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random weights on purpose
+        model, preprocess, weights_id, size = feature_extractor(model_name, "none", torch.device("cpu"))
+    client.create_collection("images", vectors_config=models.VectorParams(size=size, distance=models.Distance.DOT))
+    sync = FolderSync(client, "images", folder, f"{model_name}/{weights_id}")
+    for images, vectors in embed_in_batches(paths, model, preprocess, torch.device("cpu"), 16, 2, progress=None):
+        payloads = [sync.payload(image) for image in images]
+        client.upsert(
+            "images",
+            points=models.Batch(
+                ids=[point_id(p["path"]) for p in payloads], vectors=vectors.tolist(), payloads=payloads
+            ),
+        )
+
+
+def compare_sources(client: QdrantClient) -> tuple[ExactNeighbours, QdrantNeighbours]:
+    exact, asked = ExactNeighbours(client, "images"), QdrantNeighbours(client, "images")
+    assert sorted(asked.keys) == sorted(exact.keys)
+    np.testing.assert_allclose(asked.mean, exact.mean, rtol=1e-4, atol=1e-6)
+    return exact, asked
+
+
+@pytest.fixture(scope="module")
+def drawn_collection(tmp_path_factory):
+    """40 drawn pictures in two labels, and a half-size and a quality-40 copy of five of them."""
+    folder = tmp_path_factory.mktemp("neighbours") / "images"
+    for seed in range(40):
+        save_picture(folder / ("warm" if seed % 2 else "cool") / f"shot {seed}.jpg", seed)
+    (folder / "copies").mkdir()
+    for seed in range(0, 25, 5):
+        picture = Image.open(folder / ("warm" if seed % 2 else "cool") / f"shot {seed}.jpg")
+        picture.resize((160, 120)).save(folder / "copies" / f"smaller {seed}.jpg")
+        picture.save(folder / "copies" / f"resaved {seed}.jpg", quality=40)
+    client = QdrantClient(":memory:")
+    index_folder(client, folder, find_images(folder))
+    yield client
+    client.close()
+
+
+def test_both_sources_find_the_same_duplicate_groups_and_nearest_scores(drawn_collection):
+    exact, asked = compare_sources(drawn_collection)
+
+    exact_pairs, exact_nearest = exact.pairs_above(0.9)
+    asked_pairs, asked_nearest = asked.pairs_above(0.9)
+
+    assert len(exact_pairs) >= 10, "the copies give pairs to compare"
+    assert duplicate_groups(asked.keys, asked_pairs, []) == duplicate_groups(exact.keys, exact_pairs, [])
+    by_key = dict(zip(exact.keys, exact_nearest, strict=True))
+    exact_nearest = np.array([by_key[key] for key in asked.keys])
+    same = np.isclose(asked_nearest, exact_nearest, atol=1e-4)
+    assert np.all(asked_nearest <= exact_nearest + 1e-4), "Qdrant's candidates are some of all the images"
+    assert same[exact_nearest >= 0.8].all(), "close neighbours, the ones duplicates need, are never missed"
+    assert same.mean() >= 0.9, "a far nearest neighbour may fall outside Qdrant's candidates"
+
+
+def test_both_sources_measure_the_same_retrieval_quality(drawn_collection):
+    exact, asked = compare_sources(drawn_collection)
+    labels = {key: key.split("/")[0] for key in exact.keys}
+
+    exact_metrics, asked_metrics = exact.metrics(labels, 5), asked.metrics(labels, 5)
+
+    assert asked_metrics["queries"] == exact_metrics["queries"] == 50, "under 2,000 images, every image queries"
+    assert asked_metrics["precision_at_k"] == pytest.approx(exact_metrics["precision_at_k"], abs=0.02)
+    assert asked_metrics["map_at_k"] == pytest.approx(exact_metrics["map_at_k"], abs=0.02)
+
+
+def test_both_sources_give_the_same_nearest_images_and_samples(drawn_collection):
+    exact, asked = compare_sources(drawn_collection)
+    some = [key for key in exact.keys if key.startswith("copies/")][:4] + exact.keys[:3]
+
+    closest_found = 0
+    for exact_found, asked_found in zip(
+        exact.nearest_to_stored(some, 3), asked.nearest_to_stored(some, 3), strict=True
+    ):
+        assert asked_found[0][1] <= exact_found[0][1] + 1e-4
+        close = {key for key, score in exact_found if score >= 0.8}
+        assert close <= {key for key, _ in asked_found}, "a far neighbour may fall outside Qdrant's candidates"
+        closest_found += len(close)
+    assert closest_found >= 4, "each copy's original is close"
+    np.testing.assert_allclose(asked.centred_of(some), exact.centred_of(some), atol=1e-5)
+    keys, vectors = asked.sample(10)
+    assert len(set(keys)) == 10 and vectors.shape == (10, 512)
+    map_keys, coordinates = asked.map_coordinates()
+    assert sorted(map_keys) == sorted(exact.keys) and coordinates.shape == (50, 2), "50 images: all on the map"
+
+
+@pytest.mark.skipif(not SHARED_PHOTOS.is_dir(), reason=f"{SHARED_PHOTOS} is not there")
+def test_both_sources_agree_on_300_clothing_photos():
+    client = QdrantClient(":memory:")
+    index_folder(client, SHARED_PHOTOS, spread_sample(find_images(SHARED_PHOTOS), SHARED_PHOTOS, 300))
+    exact, asked = compare_sources(client)
+    labels = {key: key.split("/")[0] for key in exact.keys}
+
+    exact_pairs, _ = exact.pairs_above(0.95)
+    asked_pairs, _ = asked.pairs_above(0.95)
+
+    assert duplicate_groups(asked.keys, asked_pairs, []) == duplicate_groups(exact.keys, exact_pairs, [])
+    assert asked.metrics(labels, 5)["precision_at_k"] == pytest.approx(
+        exact.metrics(labels, 5)["precision_at_k"], abs=0.01
+    )
+    client.close()
+
+
+def test_neighbours_auto_means_numpy_in_local_mode_and_qdrant_on_a_server():
+    parameters = {"MODEL": "resnet18", "WEIGHTS": "none", "TOP_K": "5", "COLLECTION": "images", "PLANT_DUPLICATES": "9"}
+    assert check_parameters(parameters).neighbours == "numpy"
+    assert check_parameters(parameters | {"QDRANT_URL": "http://qdrant:6333"}).neighbours == "qdrant"
+    assert check_parameters(parameters | {"NEIGHBOURS": "qdrant"}).neighbours == "qdrant"
+
+
+def test_the_server_settings_are_requested_as_intended_and_accepted_by_local_mode(tmp_path):
+    hnsw, quantization = SERVER_COLLECTION["hnsw_config"], SERVER_COLLECTION["quantization_config"].scalar
+    assert (hnsw.m, hnsw.ef_construct) == (16, 200)
+    assert (quantization.type, quantization.quantile, quantization.always_ram) == (models.ScalarType.INT8, 0.99, True)
+    assert SERVER_SEARCH.quantization.rescore is True and SERVER_SEARCH.quantization.oversampling == 2.0
+    assert SERVER_SEARCH.hnsw_ef == 128 and set(PAYLOAD_INDEXES) == {"label", "path", "model"}
+
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    vectors = models.VectorParams(size=4, distance=models.Distance.DOT, on_disk=True)
+    client.create_collection("images", vectors_config=vectors, **SERVER_COLLECTION)
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        for field in PAYLOAD_INDEXES:
+            client.create_payload_index("images", field, field_schema=models.PayloadSchemaType.KEYWORD)
+        points = (
+            models.PointStruct(id=point_id(f"p{i}"), vector=[1.0, i, 0, 0], payload={"label": "a"}) for i in range(300)
+        )
+        client.upload_points("images", points=points, **SERVER_UPLOAD)
+        hits = client.query_points("images", query=[1.0, 0, 0, 0], limit=3, search_params=SERVER_SEARCH).points
+    assert client.count("images").count == 300 and len(hits) == 3
+    assert client.get_collection("images").config.params.vectors.on_disk is True
+    assert any("search_params" in str(warning.message) for warning in warned), "local mode says it searches exactly"
+    client.close()
