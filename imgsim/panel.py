@@ -24,7 +24,9 @@ from imgsim.store import point_id
 
 # Jupyter's websocket drops messages over 10 MiB, so a bigger upload never reaches the kernel.
 MAX_UPLOAD_BYTES = 10_000_000
-THUMBNAIL_SIZE = 160
+THUMBNAIL_SIZE = 150
+COMPACT = {"style": {"description_width": "initial"}}  # a description as wide as its text
+CARD = {"width": "160px", "margin": "0 6px 10px 0"}
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def picture(source: Path | bytes) -> widgets.Widget:
 
 
 def code(text: str) -> str:
-    return f"<code>{escape(text)}</code>"
+    return f'<code style="overflow-wrap: anywhere">{escape(text)}</code>'
 
 
 def shows_errors(handler):
@@ -147,20 +149,23 @@ class SearchPanel:
     def __init__(self, client_of, collection: str, image_dir: Path, embed, top_k: int = 5, caption: str = ""):
         self.client_of, self.collection, self.image_dir, self.embed = client_of, collection, image_dir, embed
         self.search: Search | None = None
-        random_button = widgets.Button(description="Random stored image", icon="random")
+        random_button = widgets.Button(description="Random stored image", icon="random", layout={"width": "auto"})
         random_button.on_click(self.search_random_image)
-        self.stored_name = widgets.Text(placeholder="or a stored image's name", continuous_update=False)
+        self.stored_name = widgets.Text(
+            placeholder="or a stored image's name", continuous_update=False, layout={"width": "220px"}
+        )
         self.stored_name.observe(lambda change: self.search_stored(change["new"].strip()), names="value")
-        self.limit = widgets.BoundedIntText(top_k, min=1, max=100, description="results", layout={"width": "150px"})
+        self.limit = widgets.BoundedIntText(
+            top_k, min=1, max=100, description="results", **COMPACT, layout={"width": "120px"}
+        )
         labels = label_counts(client_of(), collection)
         options = [("all labels", "")] + [(f"{label} ({count})", label) for label, count in labels.items()]
-        self.label = widgets.Dropdown(options=options, description="label", layout={"width": "240px"})
+        self.label = widgets.Dropdown(options=options, description="label", **COMPACT, layout={"width": "200px"})
         if not labels:
             self.label.layout.display = "none"
         for control in (self.limit, self.label):
             control.observe(self.search_again, names="value")
-        controls = [self.new_upload_button(), random_button, self.stored_name, self.limit, self.label]
-        self.controls = widgets.HBox(controls, layout={"flex_flow": "row wrap"})
+        self.query_sources = widgets.HBox([self.new_upload_button(), random_button, self.stored_name])
         self.message = widgets.HTML()
         self.query_picture = widgets.Box()
         self.examples = widgets.HTML()
@@ -169,15 +174,19 @@ class SearchPanel:
         self.results = widgets.Box(layout={"flex_flow": "row wrap"})
         query_row = widgets.HBox([self.query_picture, widgets.VBox([self.examples, self.start_over_button])])
         weights = widgets.HTML(f"<small>{escape(caption).replace(chr(10), '<br>')}</small>")
-        self.widget = widgets.VBox([self.controls, weights, self.message, query_row, self.results])
+        options_row = widgets.HBox([self.limit, self.label])
+        self.widget = widgets.VBox([self.query_sources, options_row, weights, self.message, query_row, self.results])
         self.widget.add_class("imgsim-panel")
         self.say(
-            f"Upload an image of up to {MAX_UPLOAD_BYTES // 1_000_000} MB (it is not stored anywhere; a bigger file "
-            "cannot reach the kernel), take a random one from the collection, or type a stored image's name."
+            f"Upload an image of up to {MAX_UPLOAD_BYTES // 1_000_000} MB, take a random one from the collection, "
+            "or type a stored image's name. Uploads are not stored anywhere. Jupyter's connection drops a bigger "
+            "file, and the upload button then stops answering until this cell is run again."
         )
 
     def new_upload_button(self) -> widgets.FileUpload:
-        upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload an image")
+        upload = widgets.FileUpload(
+            accept="image/*", multiple=False, description="Upload an image", layout={"width": "auto"}
+        )
         upload.observe(self.search_upload, names="value")
         return upload
 
@@ -191,7 +200,7 @@ class SearchPanel:
             return
         upload = files[0]
         # A fresh button for the next file: the upload's bytes go with the old one (ipywidgets 7 and 8 alike).
-        self.controls.children = (self.new_upload_button(), *self.controls.children[1:])
+        self.query_sources.children = (self.new_upload_button(), *self.query_sources.children[1:])
         change["owner"].close()
         if upload.size > MAX_UPLOAD_BYTES:
             self.say(
@@ -271,6 +280,6 @@ class SearchPanel:
         less = widgets.Button(description="less like this", icon="minus", layout={"width": "auto"})
         more.on_click(lambda _: self.refine(key, more=True))
         less.on_click(lambda _: self.refine(key, more=False))
-        card = widgets.VBox([picture(self.image_dir / key), text, more, less], layout={"width": "180px"})
+        card = widgets.VBox([picture(self.image_dir / key), text, more, less], layout=CARD)
         card.add_class("imgsim-result")
         return card
