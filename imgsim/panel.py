@@ -22,7 +22,8 @@ from qdrant_client import QdrantClient, models
 from imgsim.reading import describe_failure, thumbnail
 from imgsim.store import point_id
 
-# Jupyter's websocket drops messages over 10 MiB, so a bigger upload never reaches the kernel.
+# Jupyter's websocket drops messages over 10 MiB, so bigger uploads never reach the kernel; the panel
+# refuses anything over 10 MB that does arrive (on hosts that carry more), so one rule holds everywhere.
 MAX_UPLOAD_BYTES = 10_000_000
 THUMBNAIL_SIZE = 150
 COMPACT = {"style": {"description_width": "initial"}}  # a description as wide as its text
@@ -173,7 +174,7 @@ class SearchPanel:
         self.start_over_button.on_click(self.start_over)
         self.results = widgets.Box(layout={"flex_flow": "row wrap"})
         query_row = widgets.HBox([self.query_picture, widgets.VBox([self.examples, self.start_over_button])])
-        weights = widgets.HTML(f"<small>{escape(caption).replace(chr(10), '<br>')}</small>")
+        weights = widgets.HTML("<small>" + "<br>".join(map(escape, caption.splitlines())) + "</small>")
         options_row = widgets.HBox([self.limit, self.label])
         self.widget = widgets.VBox([self.query_sources, options_row, weights, self.message, query_row, self.results])
         self.widget.add_class("imgsim-panel")
