@@ -11,6 +11,7 @@
     metrics     leave-one-out precision@k and mAP@k
     plots       every picture the notebook shows
     report      timings and the JSON run report
+    panel       the search panel: upload or pick a query, filter it by label, refine it (more / less like this)
 
 The notebook makes the calls that carry the lesson itself (the head swap, `create_collection`,
 `upsert`, `query_points`, the recommend query, the payload filter, the centring); these modules do

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from imgsim.reading import LoadedImage, load_image, normalise_pixels
+from imgsim.reading import LoadedImage, decode_image, load_image, normalise_pixels
 
 
 def read_in_batches(paths, load, batch_size: int, workers: int, overlap: bool):
@@ -63,9 +63,12 @@ def embed_images(model, images: list[LoadedImage], preprocess, device: torch.dev
     return embed_pixels(model, torch.stack([image.pixels for image in images]), preprocess, device)
 
 
-def embed_file(path: Path, model, preprocess, device: torch.device) -> np.ndarray:
-    """The vector of one image file; ValueError with the reason if it cannot be read."""
-    loaded = load_image(path, preprocess)
+def embed_file(path: Path, model, preprocess, device: torch.device, data: bytes | None = None) -> np.ndarray:
+    """The vector of one image file, or of `data`, an image named `path` held in memory (an upload).
+
+    ValueError with the reason if it cannot be read.
+    """
+    loaded = load_image(path, preprocess) if data is None else decode_image(data, path, preprocess)
     if loaded.error:
         raise ValueError(f"cannot use {path} as a query: {loaded.error}")
     return embed_images(model, [loaded], preprocess, device)[0]

@@ -93,22 +93,29 @@ def describe_failure(error: Exception) -> str:
 
 def load_image(path: Path, preprocess, draft: bool = True) -> LoadedImage:
     """Read, hash, decode, resize and crop one file; never raises, reports the reason instead."""
-    result = LoadedImage(path)
     try:
         data = path.read_bytes()
-        result.sha256 = hashlib.sha256(data).hexdigest()
-        if not data:
-            result.error = "empty file (0 bytes)"
-            return result
+    except Exception as error:  # any failure of one file must not stop the folder
+        return LoadedImage(path, error=describe_failure(error))
+    return decode_image(data, path, preprocess, draft)
+
+
+def decode_image(data: bytes, path: Path, preprocess, draft: bool = True) -> LoadedImage:
+    """Hash, decode, resize and crop the bytes of the image named `path` (a file, or an upload held in memory)."""
+    result = LoadedImage(path, sha256=hashlib.sha256(data).hexdigest())
+    if not data:
+        result.error = "empty file (0 bytes)"
+        return result
+    try:
         image, (result.width, result.height) = open_image(data, min(preprocess.resize_size) if draft else None)
         result.pixels = resize_and_crop(image, preprocess)
-    except Exception as error:  # any failure of one file must not stop the folder
+    except Exception as error:  # any failure of one image must not stop the folder
         result.pixels, result.error = None, describe_failure(error)
     return result
 
 
-def thumbnail(path: Path, size: int = 256) -> Image.Image:
-    """A small upright RGB copy of the image for pictures, decoded at reduced size."""
-    image, _ = open_image(path.read_bytes(), size)
+def thumbnail(source: Path | bytes, size: int = 256) -> Image.Image:
+    """A small upright RGB copy of an image file (or of its bytes) for pictures, decoded at reduced size."""
+    image, _ = open_image(source if isinstance(source, bytes) else source.read_bytes(), size)
     image.thumbnail((size, size))
     return image

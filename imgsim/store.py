@@ -7,6 +7,7 @@ keep (unchanged size and modification time), and which points to delete (files g
 unreadable); the notebook writes the points itself, batch by batch, so an interrupted run keeps its work.
 """
 
+import atexit
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +33,19 @@ SERVER_UPLOAD = {"batch_size": 256, "parallel": 2}
 
 
 def connect(url: str | None, api_key: str | None, path: Path) -> QdrantClient:
-    """A client for the Qdrant server at `url`, or for local mode stored in `path`."""
+    """A client for the Qdrant server at `url`, or for local mode stored in `path`, closed when Python exits.
+
+    Closing at exit, not in a last cell, keeps the client open for the search panel after "run all".
+    """
     if url:
         print(f"Qdrant server at {url}" + (" (with API key)" if api_key else ""))
-        return QdrantClient(url=url, api_key=api_key)
-    path.mkdir(parents=True, exist_ok=True)
-    print(f"embedded Qdrant (local mode) stored in {path.resolve()}")
-    return QdrantClient(path=str(path))
+        client = QdrantClient(url=url, api_key=api_key)
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        print(f"embedded Qdrant (local mode) stored in {path.resolve()}")
+        client = QdrantClient(path=str(path))
+    atexit.register(client.close)
+    return client
 
 
 def point_id(key: str) -> str:

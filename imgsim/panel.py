@@ -1,0 +1,286 @@
+"""The search panel: upload a query or take one from the collection, refine it, filter it, in the notebook.
+
+A panel of ipywidgets inside the notebook, where the kernel already holds the model and the Qdrant
+client (a second process could not open local-mode storage: it is locked to one client). The panel
+looks the client up at every search (`client_of()`), so re-running the notebook's connection cell is
+picked up. An upload is decoded in memory by the same robust reading as the folder's files and is never
+written anywhere: not to the collection, not to disk, and its button is replaced once it is read, so its
+bytes do not linger in widget state. "More like this" and "less like this" gather stored images as the
+examples of a recommend query, with the query image as the first positive one. `Search` and
+`run_search` are the search itself, without widgets, so tests can check it without a browser.
+"""
+
+import functools
+import io
+from dataclasses import dataclass, field, replace
+from html import escape
+from pathlib import Path
+
+import ipywidgets as widgets
+from qdrant_client import QdrantClient, models
+
+from imgsim.reading import describe_failure, thumbnail
+from imgsim.store import point_id
+
+# Jupyter's websocket drops messages over 10 MiB, so bigger uploads never reach the kernel; the panel
+# refuses anything over 10 MB that does arrive (on hosts that carry more), so one rule holds everywhere.
+MAX_UPLOAD_BYTES = 10_000_000
+THUMBNAIL_SIZE = 150
+COMPACT = {"style": {"description_width": "initial"}}  # a description as wide as its text
+CARD = {"width": "160px", "margin": "0 6px 10px 0"}
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    size: int
+    content: bytes | memoryview
+
+
+def uploaded_files(value) -> list[Upload]:
+    """The files of a FileUpload value: a tuple of dicts in ipywidgets 8, a dict by file name in ipywidgets 7."""
+    if isinstance(value, dict):
+        return [Upload(name, entry["metadata"]["size"], entry["content"]) for name, entry in value.items()]
+    return [Upload(entry["name"], entry["size"], entry["content"]) for entry in value]
+
+
+@dataclass(frozen=True)
+class Query:
+    """The image searched for: a stored image (its relative path as `key`) or an upload (its `vector`)."""
+
+    name: str
+    key: str | None = None
+    vector: list[float] | None = None
+
+    @property
+    def example(self):
+        """What Qdrant takes as this image: a stored point's id, or the upload's vector."""
+        return point_id(self.key) if self.key else self.vector
+
+
+@dataclass
+class Search:
+    query: Query
+    more_like: list[str] = field(default_factory=list)  # relative paths of stored images
+    less_like: list[str] = field(default_factory=list)
+    label: str | None = None  # None: all labels
+    limit: int = 5
+
+    @property
+    def shown_keys(self) -> list[str]:
+        """The stored images already on screen as the query or an example, never offered as results."""
+        return [key for key in (self.query.key, *self.more_like, *self.less_like) if key]
+
+
+def label_filter(label: str | None) -> list[models.FieldCondition]:
+    return [models.FieldCondition(key="label", match=models.MatchValue(value=label))] if label else []
+
+
+def run_search(client: QdrantClient, collection: str, search: Search) -> list[models.ScoredPoint]:
+    """The best matches: a plain query for the query image, a recommend query once there are examples."""
+    query = search.query.example
+    if search.more_like or search.less_like:
+        examples = models.RecommendInput(
+            positive=[query, *map(point_id, search.more_like)], negative=list(map(point_id, search.less_like))
+        )
+        query = models.RecommendQuery(recommend=examples)
+    not_shown = [models.HasIdCondition(has_id=list(map(point_id, search.shown_keys)))] if search.shown_keys else []
+    return client.query_points(
+        collection,
+        query=query,
+        query_filter=models.Filter(must=label_filter(search.label), must_not=not_shown),
+        limit=search.limit,
+        with_payload=["path", "label"],
+    ).points
+
+
+def random_stored_image(client: QdrantClient, collection: str, label: str | None) -> str | None:
+    """The relative path of a stored image drawn at random (of `label` if given), or None if there is none."""
+    points = client.query_points(
+        collection,
+        query=models.SampleQuery(sample=models.Sample.RANDOM),
+        query_filter=models.Filter(must=label_filter(label)),
+        limit=1,
+        with_payload=["path"],
+    ).points
+    return points[0].payload["path"] if points else None
+
+
+def label_counts(client: QdrantClient, collection: str) -> dict[str, int]:
+    """How many stored images each label has, by label name (on a server, this needs the `label` index)."""
+    hits = client.facet(collection, key="label", limit=10_000).hits
+    return {hit.value: hit.count for hit in sorted(hits, key=lambda hit: hit.value)}
+
+
+def picture(source: Path | bytes) -> widgets.Widget:
+    """A thumbnail of an image file or of an upload's bytes, or the reason it cannot be shown."""
+    try:
+        image = thumbnail(source, THUMBNAIL_SIZE)
+    except Exception as error:  # a file deleted or changed since indexing must not break the panel
+        return widgets.HTML(f"<i>cannot show it: {escape(describe_failure(error))}</i>")
+    jpeg = io.BytesIO()
+    image.save(jpeg, "JPEG", quality=85)
+    return widgets.Image(value=jpeg.getvalue(), format="jpeg")
+
+
+def code(text: str) -> str:
+    return f'<code style="overflow-wrap: anywhere">{escape(text)}</code>'
+
+
+def shows_errors(handler):
+    """Show what goes wrong in a callback in the panel: otherwise it only reaches a log nobody reads."""
+
+    @functools.wraps(handler)
+    def handle(panel, *args, **kwargs):
+        try:
+            handler(panel, *args, **kwargs)
+        except Exception as error:
+            panel.say(f"Search failed: {type(error).__name__}: {error}")
+
+    return handle
+
+
+class SearchPanel:
+    """The panel's widgets (`widget`), and what each control does to the search whose results it shows.
+
+    `client_of()` gives the Qdrant client at each search; `embed(path, data=bytes)` is the notebook's
+    `embed_file` with its model, preprocessing and device.
+    """
+
+    def __init__(self, client_of, collection: str, image_dir: Path, embed, top_k: int = 5, caption: str = ""):
+        self.client_of, self.collection, self.image_dir, self.embed = client_of, collection, image_dir, embed
+        self.search: Search | None = None
+        random_button = widgets.Button(description="Random stored image", icon="random", layout={"width": "auto"})
+        random_button.on_click(self.search_random_image)
+        self.stored_name = widgets.Text(
+            placeholder="or a stored image's name", continuous_update=False, layout={"width": "220px"}
+        )
+        self.stored_name.observe(lambda change: self.search_stored(change["new"].strip()), names="value")
+        self.limit = widgets.BoundedIntText(
+            top_k, min=1, max=100, description="results", **COMPACT, layout={"width": "120px"}
+        )
+        labels = label_counts(client_of(), collection)
+        options = [("all labels", "")] + [(f"{label} ({count})", label) for label, count in labels.items()]
+        self.label = widgets.Dropdown(options=options, description="label", **COMPACT, layout={"width": "200px"})
+        if not labels:
+            self.label.layout.display = "none"
+        for control in (self.limit, self.label):
+            control.observe(self.search_again, names="value")
+        self.query_sources = widgets.HBox([self.new_upload_button(), random_button, self.stored_name])
+        self.message = widgets.HTML()
+        self.query_picture = widgets.Box()
+        self.examples = widgets.HTML()
+        self.start_over_button = widgets.Button(description="Start over", icon="undo", disabled=True)
+        self.start_over_button.on_click(self.start_over)
+        self.results = widgets.Box(layout={"flex_flow": "row wrap"})
+        query_row = widgets.HBox([self.query_picture, widgets.VBox([self.examples, self.start_over_button])])
+        weights = widgets.HTML("<small>" + "<br>".join(map(escape, caption.splitlines())) + "</small>")
+        options_row = widgets.HBox([self.limit, self.label])
+        self.widget = widgets.VBox([self.query_sources, options_row, weights, self.message, query_row, self.results])
+        self.widget.add_class("imgsim-panel")
+        self.say(
+            f"Upload an image of up to {MAX_UPLOAD_BYTES // 1_000_000} MB, take a random one from the collection, "
+            "or type a stored image's name. Uploads are not stored anywhere. Jupyter's connection drops a bigger "
+            "file, and the upload button then stops answering until this cell is run again."
+        )
+
+    def new_upload_button(self) -> widgets.FileUpload:
+        upload = widgets.FileUpload(
+            accept="image/*", multiple=False, description="Upload an image", layout={"width": "auto"}
+        )
+        upload.observe(self.search_upload, names="value")
+        return upload
+
+    def say(self, text: str) -> None:
+        self.message.value = escape(text)
+
+    @shows_errors
+    def search_upload(self, change) -> None:
+        files = uploaded_files(change["new"])
+        if not files:
+            return
+        upload = files[0]
+        # A fresh button for the next file: the upload's bytes go with the old one (ipywidgets 7 and 8 alike).
+        self.query_sources.children = (self.new_upload_button(), *self.query_sources.children[1:])
+        change["owner"].close()
+        if upload.size > MAX_UPLOAD_BYTES:
+            self.say(
+                f"{upload.name} is {upload.size / 1e6:.1f} MB, more than the {MAX_UPLOAD_BYTES // 1_000_000} MB a "
+                "Jupyter connection carries: resize it, or put it into the image folder, run the notebook again to "
+                "index it, and type its name here."
+            )
+            return
+        data = bytes(upload.content)
+        try:
+            vector = self.embed(Path(upload.name), data=data)
+        except ValueError as error:
+            self.say(str(error))
+            return
+        self.show(Search(Query(upload.name, vector=vector.tolist()), **self.options()), query_picture=picture(data))
+
+    @shows_errors
+    def search_random_image(self, _button=None) -> None:
+        key = random_stored_image(self.client_of(), self.collection, self.options()["label"])
+        if key is None:
+            self.say("The collection holds no image with this label.")
+            return
+        self.search_stored(key)
+
+    @shows_errors
+    def search_stored(self, key: str) -> None:
+        if not key:
+            return
+        if not self.client_of().retrieve(self.collection, [point_id(key)]):
+            self.say(f"No stored image is named {key}: a name is the path relative to the image folder.")
+            return
+        self.show(Search(Query(key, key=key), **self.options()), query_picture=picture(self.image_dir / key))
+
+    @shows_errors
+    def search_again(self, _change=None) -> None:
+        if self.search:
+            self.show(replace(self.search, **self.options()))
+
+    @shows_errors
+    def refine(self, key: str, more: bool) -> None:
+        if more:
+            self.show(replace(self.search, more_like=[*self.search.more_like, key]))
+        else:
+            self.show(replace(self.search, less_like=[*self.search.less_like, key]))
+
+    @shows_errors
+    def start_over(self, _button=None) -> None:
+        self.show(replace(self.search, more_like=[], less_like=[]))
+
+    def options(self) -> dict:
+        return {"label": self.label.value or None, "limit": self.limit.value}
+
+    def show(self, search: Search, query_picture: widgets.Widget | None = None) -> None:
+        hits = run_search(self.client_of(), self.collection, search)
+        self.search = search
+        if query_picture:
+            self.query_picture.children = [query_picture]
+        self.results.children = [self.result_card(rank, hit) for rank, hit in enumerate(hits, 1)]
+        has_examples = bool(search.more_like or search.less_like)
+        self.start_over_button.disabled = not has_examples
+        lines = [f"query: {code(search.query.name)}"]
+        if search.more_like:
+            lines.append("more like: " + ", ".join(map(code, search.more_like)))
+        if search.less_like:
+            lines.append("less like: " + ", ".join(map(code, search.less_like)))
+        self.examples.value = "<br>".join(lines)
+        kind = "a recommend query with these examples" if has_examples else "a query"
+        where = f"label {search.label!r}" if search.label else "all labels"
+        self.say(f"{len(hits)} results of {kind}, {where}.")
+
+    def result_card(self, rank: int, hit: models.ScoredPoint) -> widgets.VBox:
+        key = hit.payload["path"]
+        text = widgets.HTML(
+            f"{rank}. score {hit.score:.4f}<br>label: {escape(hit.payload.get('label') or '(none)')}<br>{code(key)}"
+        )
+        more = widgets.Button(description="more like this", icon="plus", layout={"width": "auto"})
+        less = widgets.Button(description="less like this", icon="minus", layout={"width": "auto"})
+        more.on_click(lambda _: self.refine(key, more=True))
+        less.on_click(lambda _: self.refine(key, more=False))
+        card = widgets.VBox([picture(self.image_dir / key), text, more, less], layout=CARD)
+        card.add_class("imgsim-result")
+        return card
