@@ -259,10 +259,11 @@ def rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def collection_fingerprint(stored: dict[str, dict], sample_size: int, threshold: float | None) -> str:
-    """Changes when any file, the model, the sample size, the given threshold or the kinds of copies change."""
+def collection_fingerprint(stored: dict[str, dict], sample_size: int, threshold: float | None, source: str) -> str:
+    """Changes when any file, the model, the sample size, the given threshold, the kinds of copies or the
+    neighbour source change."""
     contents = sorted((key, payload.get("sha256"), payload.get("model")) for key, payload in stored.items())
-    recipe = [sample_size, threshold, {kind: quality for kind, (_, quality) in COPY_KINDS.items()}, NEIGHBOURS]
+    recipe = [sample_size, threshold, {kind: quality for kind, (_, quality) in COPY_KINDS.items()}, NEIGHBOURS, source]
     return hashlib.sha256(json.dumps([contents, recipe]).encode()).hexdigest()
 
 
@@ -281,10 +282,11 @@ def calibrate(
 ) -> Calibration:
     """Plant copies of up to `sample_size` images and choose the threshold (`threshold` None: auto).
 
-    A calibration saved in `workdir` for the same collection contents, model and settings is reused.
+    A calibration saved in `workdir` for the same collection contents, model, settings and neighbour source
+    is reused.
     """
     chosen = "auto" if threshold is None else "given"
-    fingerprint = collection_fingerprint(stored, sample_size, threshold)
+    fingerprint = collection_fingerprint(stored, sample_size, threshold, neighbours.name)
     cache = workdir / f"calibration-{collection}.json"
     if saved := Calibration.load(cache, fingerprint):
         return saved

@@ -76,8 +76,13 @@ def label_filter(label: str | None) -> list[models.FieldCondition]:
     return [models.FieldCondition(key="label", match=models.MatchValue(value=label))] if label else []
 
 
-def run_search(client: QdrantClient, collection: str, search: Search) -> list[models.ScoredPoint]:
-    """The best matches: a plain query for the query image, a recommend query once there are examples."""
+def run_search(
+    client: QdrantClient, collection: str, search: Search, search_params: models.SearchParams | None = None
+) -> list[models.ScoredPoint]:
+    """The best matches: a plain query for the query image, a recommend query once there are examples.
+
+    `search_params` are the notebook's (on a server: HNSW candidates and rescoring with the full vectors).
+    """
     query = search.query.example
     if search.more_like or search.less_like:
         examples = models.RecommendInput(
@@ -91,6 +96,7 @@ def run_search(client: QdrantClient, collection: str, search: Search) -> list[mo
         query_filter=models.Filter(must=label_filter(search.label), must_not=not_shown),
         limit=search.limit,
         with_payload=["path", "label"],
+        search_params=search_params,
     ).points
 
 
@@ -144,11 +150,14 @@ class SearchPanel:
     """The panel's widgets (`widget`), and what each control does to the search whose results it shows.
 
     `client_of()` gives the Qdrant client at each search; `embed(path, data=bytes)` is the notebook's
-    `embed_file` with its model, preprocessing and device.
+    `embed_file` with its model, preprocessing and device; `search_params` go with every search.
     """
 
-    def __init__(self, client_of, collection: str, image_dir: Path, embed, top_k: int = 5, caption: str = ""):
+    def __init__(
+        self, client_of, collection: str, image_dir: Path, embed, top_k: int = 5, caption: str = "", search_params=None
+    ):
         self.client_of, self.collection, self.image_dir, self.embed = client_of, collection, image_dir, embed
+        self.search_params = search_params
         self.search: Search | None = None
         random_button = widgets.Button(description="Random stored image", icon="random", layout={"width": "auto"})
         random_button.on_click(self.search_random_image)
@@ -255,7 +264,7 @@ class SearchPanel:
         return {"label": self.label.value or None, "limit": self.limit.value}
 
     def show(self, search: Search, query_picture: widgets.Widget | None = None) -> None:
-        hits = run_search(self.client_of(), self.collection, search)
+        hits = run_search(self.client_of(), self.collection, search, self.search_params)
         self.search = search
         if query_picture:
             self.query_picture.children = [query_picture]

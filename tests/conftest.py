@@ -3,11 +3,19 @@
 import json
 import os
 import random
+import warnings
+from functools import partial
 from pathlib import Path
 
 import pytest
+import torch
 from nbmake.nb_run import NotebookRun
 from PIL import Image, ImageDraw
+from qdrant_client import QdrantClient, models
+
+from imgsim.embedding import embed_file, embed_in_batches
+from imgsim.model import feature_extractor
+from imgsim.store import FolderSync, point_id
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "image-similarity-vector-db.ipynb"
@@ -32,6 +40,21 @@ def save_picture(path: Path, seed: int, size: tuple[int, int] = (320, 240), **sa
     path.parent.mkdir(parents=True, exist_ok=True)
     draw_picture(seed, size).save(path, **save_options)
     return path
+
+
+def index_with_random_weights(client: QdrantClient, folder: Path, paths: list[Path], model_name: str = "resnet18"):
+    """The notebook's indexing of `paths` into collection "images", with random weights; returns its embed_file."""
+    cpu = torch.device("cpu")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IMGSIM_WEIGHTS=none")  # random weights on purpose
+        model, preprocess, weights_id, size = feature_extractor(model_name, "none", cpu)
+    client.create_collection("images", vectors_config=models.VectorParams(size=size, distance=models.Distance.DOT))
+    sync = FolderSync(client, "images", folder, f"{model_name}/{weights_id}")
+    for images, vectors in embed_in_batches(paths, model, preprocess, cpu, 16, 2, progress=None):
+        payloads = [sync.payload(image) for image in images]
+        ids = [point_id(payload["path"]) for payload in payloads]
+        client.upsert("images", points=models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads))
+    return partial(embed_file, model=model, preprocess=preprocess, device=cpu)
 
 
 class NotebookRunner:

@@ -8,35 +8,15 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
-from conftest import SHARED_PHOTOS, save_picture
+from conftest import SHARED_PHOTOS, index_with_random_weights, save_picture
 from PIL import Image
 from qdrant_client import QdrantClient, models
 
 from imgsim.duplicates import duplicate_groups
-from imgsim.embedding import embed_in_batches
 from imgsim.files import find_images, spread_sample
-from imgsim.model import feature_extractor
 from imgsim.neighbours import ExactNeighbours, QdrantNeighbours
 from imgsim.settings import check_parameters
-from imgsim.store import PAYLOAD_INDEXES, SERVER_COLLECTION, SERVER_SEARCH, SERVER_UPLOAD, FolderSync, point_id
-
-
-def index_folder(client: QdrantClient, folder, paths, model_name: str = "resnet18") -> None:
-    """The notebook's indexing, with random weights, into collection "images"."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random weights on purpose
-        model, preprocess, weights_id, size = feature_extractor(model_name, "none", torch.device("cpu"))
-    client.create_collection("images", vectors_config=models.VectorParams(size=size, distance=models.Distance.DOT))
-    sync = FolderSync(client, "images", folder, f"{model_name}/{weights_id}")
-    for images, vectors in embed_in_batches(paths, model, preprocess, torch.device("cpu"), 16, 2, progress=None):
-        payloads = [sync.payload(image) for image in images]
-        client.upsert(
-            "images",
-            points=models.Batch(
-                ids=[point_id(p["path"]) for p in payloads], vectors=vectors.tolist(), payloads=payloads
-            ),
-        )
+from imgsim.store import PAYLOAD_INDEXES, SERVER_COLLECTION, SERVER_SEARCH, SERVER_UPLOAD, point_id
 
 
 def compare_sources(client: QdrantClient) -> tuple[ExactNeighbours, QdrantNeighbours]:
@@ -58,7 +38,7 @@ def drawn_collection(tmp_path_factory):
         picture.resize((160, 120)).save(folder / "copies" / f"smaller {seed}.jpg")
         picture.save(folder / "copies" / f"resaved {seed}.jpg", quality=40)
     client = QdrantClient(":memory:")
-    index_folder(client, folder, find_images(folder))
+    index_with_random_weights(client, folder, find_images(folder))
     yield client
     client.close()
 
@@ -113,7 +93,7 @@ def test_both_sources_give_the_same_nearest_images_and_samples(drawn_collection)
 @pytest.mark.skipif(not SHARED_PHOTOS.is_dir(), reason=f"{SHARED_PHOTOS} is not there")
 def test_both_sources_agree_on_300_clothing_photos():
     client = QdrantClient(":memory:")
-    index_folder(client, SHARED_PHOTOS, spread_sample(find_images(SHARED_PHOTOS), SHARED_PHOTOS, 300))
+    index_with_random_weights(client, SHARED_PHOTOS, spread_sample(find_images(SHARED_PHOTOS), SHARED_PHOTOS, 300))
     exact, asked = compare_sources(client)
     labels = {key: key.split("/")[0] for key in exact.keys}
 
@@ -142,18 +122,17 @@ def test_the_server_settings_are_requested_as_intended_and_accepted_by_local_mod
     assert SERVER_SEARCH.hnsw_ef == 128 and set(PAYLOAD_INDEXES) == {"label", "path", "model"}
 
     client = QdrantClient(path=str(tmp_path / "qdrant"))
-    vectors = models.VectorParams(size=4, distance=models.Distance.DOT, on_disk=True)
-    client.create_collection("images", vectors_config=vectors, **SERVER_COLLECTION)
-    with warnings.catch_warnings(record=True) as warned:
-        warnings.simplefilter("always")
-        for field in PAYLOAD_INDEXES:
-            client.create_payload_index("images", field, field_schema=models.PayloadSchemaType.KEYWORD)
-        points = (
-            models.PointStruct(id=point_id(f"p{i}"), vector=[1.0, i, 0, 0], payload={"label": "a"}) for i in range(300)
-        )
-        client.upload_points("images", points=points, **SERVER_UPLOAD)
-        hits = client.query_points("images", query=[1.0, 0, 0, 0], limit=3, search_params=SERVER_SEARCH).points
-    assert client.count("images").count == 300 and len(hits) == 3
-    assert client.get_collection("images").config.params.vectors.on_disk is True
-    assert any("search_params" in str(warning.message) for warning in warned), "local mode says it searches exactly"
-    client.close()
+    try:
+        vectors = models.VectorParams(size=4, distance=models.Distance.DOT, on_disk=True)
+        client.create_collection("images", vectors_config=vectors, **SERVER_COLLECTION)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # local mode: payload indexes and search params have no effect
+            for field in PAYLOAD_INDEXES:
+                client.create_payload_index("images", field, field_schema=models.PayloadSchemaType.KEYWORD)
+            points = (models.PointStruct(id=point_id(f"p{i}"), vector=[1.0, i, 0, 0]) for i in range(300))
+            client.upload_points("images", points=points, **SERVER_UPLOAD)
+            hits = client.query_points("images", query=[1.0, 0, 0, 0], limit=3, search_params=SERVER_SEARCH).points
+        assert client.count("images").count == 300 and len(hits) == 3
+        assert client.get_collection("images").config.params.vectors.on_disk is True
+    finally:
+        client.close()

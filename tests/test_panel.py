@@ -5,22 +5,19 @@ import io
 import re
 import subprocess
 import sys
-from functools import partial
+import warnings
 from types import SimpleNamespace
 
 import ipywidgets as widgets
 import pytest
-import torch
-from conftest import ROOT, draw_picture, save_picture
+from conftest import ROOT, draw_picture, index_with_random_weights, save_picture
 from PIL import Image
-from qdrant_client import QdrantClient, models
+from qdrant_client import QdrantClient
 from test_ingestion import png_header_only
 
-from imgsim.embedding import embed_file, embed_in_batches
-from imgsim.files import find_images, label_of, relative_key
-from imgsim.model import feature_extractor
+from imgsim.files import find_images, label_of
 from imgsim.panel import MAX_UPLOAD_BYTES, SearchPanel, uploaded_files
-from imgsim.store import point_id
+from imgsim.store import SERVER_SEARCH
 
 LABELS = {"circles": range(0, 5), "squares": range(5, 10), "stripes": range(10, 14)}
 TWIN = "squares/resized_twin.jpg"  # a resized copy of circles/picture_1.jpg
@@ -36,21 +33,9 @@ def indexed(tmp_path_factory):
         for seed in seeds:
             save_picture(folder / label / f"picture_{seed}.jpg", seed)
     Image.open(folder / "circles" / "picture_1.jpg").resize((160, 120)).save(folder / TWIN, quality=85)
-    cpu = torch.device("cpu")
-    with pytest.warns(UserWarning, match="randomly initialised"):
-        model, preprocess, _, vector_size = feature_extractor("resnet18", "none", cpu)
     client = QdrantClient(path=str(root / "qdrant"))
-    client.create_collection(
-        "images", vectors_config=models.VectorParams(size=vector_size, distance=models.Distance.DOT)
-    )
-    for images, vectors in embed_in_batches(find_images(folder), model, preprocess, cpu, 8, 2, progress=None):
-        keys = [relative_key(image.path, folder) for image in images]
-        payloads = [{"path": key, "label": label_of(key)} for key in keys]
-        client.upsert(
-            "images", models.Batch(ids=list(map(point_id, keys)), vectors=vectors.tolist(), payloads=payloads)
-        )
+    embed = index_with_random_weights(client, folder, find_images(folder))
     client.close()
-    embed = partial(embed_file, model=model, preprocess=preprocess, device=cpu)
     return SimpleNamespace(folder=folder, storage=root / "qdrant", embed=embed)
 
 
@@ -126,6 +111,25 @@ def test_an_uploaded_resized_copy_finds_its_original_first(indexed, panel, clien
     assert client.count("images").count == ALL_IMAGES, "an upload is never written to the collection"
     assert find_images(indexed.folder) == files_before, "nor to the image folder"
     assert panel.query_sources.children[0].value == (), "a fresh upload button, without the upload's bytes"
+
+
+def test_every_search_of_the_panel_asks_for_the_notebooks_search_settings(indexed, client):
+    asked = []
+
+    def query_points(*args, **kwargs):
+        asked.append(kwargs.get("search_params"))
+        return QdrantClient.query_points(client, *args, **kwargs)
+
+    recording = SimpleNamespace(query_points=query_points, retrieve=client.retrieve, facet=client.facet)
+    panel = SearchPanel(lambda: recording, "images", indexed.folder, indexed.embed, search_params=SERVER_SEARCH)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # local mode searches exactly: search params have no effect
+        upload(panel, "query.jpg", resized_copy(indexed, "circles/picture_3.jpg"))
+        button(panel, paths(panel)[1], "more like this").click()
+
+    assert paths(panel)[0] == "circles/picture_3.jpg"
+    assert asked == [SERVER_SEARCH, SERVER_SEARCH], "the query, then the recommend query"
 
 
 def test_the_label_filter_and_the_number_of_results(indexed, panel):
