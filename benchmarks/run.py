@@ -97,13 +97,29 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
 # --- the machine -------------------------------------------------------------------------------------------
 
 
+def busy_cpu_share(seconds: float = 1.0) -> float:
+    """Share of all CPU time spent busy over the next `seconds`, from /proc/stat (0 where it cannot be read)."""
+
+    def idle_and_total() -> tuple[int, int]:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)
+
+    try:
+        idle_before, total_before = idle_and_total()
+        time.sleep(seconds)
+        idle_after, total_after = idle_and_total()
+    except OSError:
+        return 0.0
+    return 1 - (idle_after - idle_before) / max(total_after - total_before, 1)
+
+
 def machine_info(device: torch.device) -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in cpuinfo.splitlines())}
     return {
         "cpu": fields.get("model name") or platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
-        "load_at_start": round(os.getloadavg()[0] / (os.cpu_count() or 1), 2),
+        "busy_cpu_share_at_start": round(busy_cpu_share(), 2),
         "device": str(device),
         "torch": f"{torch.__version__} ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()})",
         "native_bf16": sorted(set(fields.get("flags", "").split()) & {"avx512_bf16", "amx_bf16"}),
@@ -115,12 +131,12 @@ def machine_info(device: torch.device) -> dict:
 def describe_machine(machine: dict) -> str:
     versions = ", ".join(f"{name} {number}" for name, number in machine["versions"].items())
     return (
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, load {machine['load_at_start']:.0%} of them at start; "
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['busy_cpu_share_at_start']:.0%} busy at start; "
         f"device {machine['device']}\ntorch {machine['torch']}, native bf16: {machine['native_bf16'] or 'none'}, "
         f"{versions}, Python {machine['python']}"
         + (
             "\nWARNING: other processes were using the CPU at the start: timings are noisy"
-            * (machine["load_at_start"] >= 0.25)
+            * (machine["busy_cpu_share_at_start"] >= 0.15)
         )
     )
 

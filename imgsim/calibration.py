@@ -46,7 +46,7 @@ COPY_KINDS = {  # name: (edit, JPEG quality of the copy)
 SEPARATES = 0.9  # precision and recall on the planted copies both at least this: the threshold separates
 MOST = 0.5  # the assumption: at most this share of the images are copies of another image
 NEIGHBOURS = 20  # stored images looked at around each sampled image and each copy
-CANDIDATES = 100  # thresholds tried
+THRESHOLDS_TRIED = 100
 
 
 def plant_copies(sources: list[Path], folder: Path, scratch: Path) -> dict[Path, tuple[str, str]]:
@@ -111,7 +111,6 @@ class CalibrationWorld:
     kinds: dict[str, str]  # copy -> kind of edit
     links: list[tuple[str, str, float]]  # (image or copy, image or copy, centred score)
     copy_scores: np.ndarray  # each copy with its original
-    other_scores: np.ndarray  # each sampled image with its nearest other stored image
     alias: dict[str, str] = field(init=False)
 
     def __post_init__(self):
@@ -146,7 +145,7 @@ class CalibrationWorld:
         scores = np.unique(np.concatenate([self.copy_scores, [score for _, _, score in self.links]]))
         scores = scores[max(int(np.searchsorted(scores, self.copy_scores.min())) - 1, 0) :]
         midpoints = np.concatenate([scores[:1], (scores[:-1] + scores[1:]) / 2])
-        candidates = np.unique(np.quantile(midpoints, np.linspace(0, 1, CANDIDATES), method="nearest"))
+        candidates = np.unique(np.quantile(midpoints, np.linspace(0, 1, THRESHOLDS_TRIED), method="nearest"))
         quality = [
             round(min(measured["precision"], measured["recall"]), 6) for measured in map(self.measure, candidates)
         ]
@@ -169,7 +168,6 @@ class Calibration:
     fingerprint: str = ""
     sample_images: int = 0
     copy_scores: list[float] = field(default_factory=list)
-    nearest_other_scores: list[float] = field(default_factory=list)
     precision: float | None = None
     recall: float | None = None
     recall_by_kind: dict[str, float] = field(default_factory=dict)
@@ -245,14 +243,15 @@ class Calibration:
 
     @classmethod
     def load(cls, path: Path, fingerprint: str) -> "Calibration | None":
-        """The calibration saved at `path` if it was made for this fingerprint, else None."""
+        """The calibration saved at `path` if it was made for this fingerprint, else None (also for a file
+        this version cannot read: the calibration is then made again)."""
         try:
             saved = json.loads(path.read_text())
-        except (OSError, ValueError):
+            if saved.get("fingerprint") != fingerprint:
+                return None
+            return cls(**saved | {"seconds": 0.0}, reused=True)
+        except (OSError, ValueError, TypeError, AttributeError):
             return None
-        if saved.get("fingerprint") != fingerprint:
-            return None
-        return cls(**saved | {"seconds": 0.0}, reused=True)
 
 
 def rounded(value: float | None) -> float | None:
@@ -309,7 +308,6 @@ def calibrate(
         fingerprint,
         sample_images=len(sources),
         copy_scores=world.copy_scores.tolist(),
-        nearest_other_scores=world.other_scores.tolist(),
         precision=measured["precision"],
         recall=measured["recall"],
         recall_by_kind=measured["recall_by_kind"],
@@ -356,5 +354,4 @@ def calibration_world(neighbours, sample: list[str], origins: dict, copy_vectors
     np.fill_diagonal(among_copies, -np.inf)
     for row, columns in enumerate(np.argsort(-among_copies, axis=1)[:, :NEIGHBOURS]):
         links += [(copies[row], copies[column], float(among_copies[row, column])) for column in columns]
-    other_scores = np.array([found[0][1] if found else -np.inf for found in around_sample])
-    return CalibrationWorld(sample, truth, kinds, links, copy_scores, other_scores)
+    return CalibrationWorld(sample, truth, kinds, links, copy_scores)

@@ -1,4 +1,4 @@
-"""Step 4, embedding in batches: files in, unit-length float32 vectors out, bad files set aside.
+"""Step 3, embedding in batches: files in, unit-length float32 vectors out, bad files set aside.
 
 A pool of threads reads and resizes the files of a batch (Pillow releases Python's global lock while it
 decodes and resizes, so threads really run in parallel, on Linux, macOS and Windows alike). On a GPU the

@@ -1,4 +1,4 @@
-"""Where the analyses' nearest neighbours come from: matrix products here, or queries to Qdrant.
+"""Steps 8 to 10, where the analyses' nearest neighbours come from: matrix products here, or queries to Qdrant.
 
 Near-duplicates, their calibration, the retrieval metrics and the map all ask the same few questions of
 the collection: which pairs score above a threshold, which stored images are nearest to a stored image

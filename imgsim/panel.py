@@ -1,4 +1,4 @@
-"""The search panel: upload a query or take one from the collection, refine it, filter it, in the notebook.
+"""Step 12, the search panel: upload a query or take one from the collection, refine it, filter it, in the notebook.
 
 A panel of ipywidgets inside the notebook, where the kernel already holds the model and the Qdrant
 client (a second process could not open local-mode storage: it is locked to one client). The panel

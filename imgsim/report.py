@@ -1,4 +1,4 @@
-"""Step 12, the run report: one JSON file that says what a run found, stored, skipped, measured and drew.
+"""Step 11, the run report: one JSON file that says what a run found, stored, skipped, measured and drew.
 
 Tests and the benchmark read it instead of the notebook's outputs. `Timings` measures the steps.
 """

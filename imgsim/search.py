@@ -1,19 +1,10 @@
-"""Step 7, searching: the filters and example choices around the notebook's `query_points` calls.
+"""Steps 6 and 7, searching: which stored images the notebook's gallery and recommend query start from.
 
 The notebook makes the Qdrant calls itself (`query_points`, `query_batch_points`, a `RecommendQuery`,
-a payload filter); this module holds the small pieces those calls need.
+a payload filter); this module picks the images those calls are shown with, by label.
 """
 
 from collections import defaultdict
-
-from qdrant_client import models
-
-from imgsim.store import point_id
-
-
-def exclude_point(key: str | None) -> models.Filter | None:
-    """A filter that leaves out the point of `key` (a query image that is itself in the collection)."""
-    return models.Filter(must_not=[models.HasIdCondition(has_id=[point_id(key)])]) if key else None
 
 
 def keys_by_label(stored: dict[str, dict]) -> dict[str | None, list[str]]:

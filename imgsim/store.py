@@ -1,10 +1,12 @@
-"""Steps 5 and 6, the Qdrant store: connecting, checking a collection, and keeping it a mirror of the folder.
+"""Steps 4 and 5, the Qdrant store: connecting, server settings, checking a collection, mirroring the folder.
 
 Qdrant runs in this process by default (local mode, stored in a folder), or as a server when a URL is
 given; the calls are the same. Each point's id is a UUID5 of the image's relative path, so writing it
 again overwrites it. `FolderSync` decides what a run must embed (new and changed files), what it can
 keep (unchanged size and modification time), and which points to delete (files gone, renamed or now
-unreadable); the notebook writes the points itself, batch by batch, so an interrupted run keeps its work.
+unreadable); the notebook writes the points itself as they are embedded (`upsert` batch by batch in local
+mode, `upload_points` on a server), so an interrupted run keeps its work. The server settings below are
+what a new collection and every query get on a server.
 """
 
 import atexit

@@ -90,9 +90,8 @@ def test_a_copy_grouped_with_its_originals_own_duplicates_counts_as_right():
 def hand_made_world() -> CalibrationWorld:
     """Sampled images a and b, copy a1 of a and b1 of b, and x, another stored image."""
     links = [("a1", "a", 0.95), ("b1", "b", 0.7), ("b", "x", 0.65), ("a1", "x", 0.5), ("a", "x", 0.3)]
-    copy_scores, other_scores = np.array([0.95, 0.7]), np.array([0.3, 0.65])
     kinds = {"a1": "resized", "b1": "cropped"}
-    return CalibrationWorld(["a", "b"], {"a1": "a", "b1": "b"}, kinds, links, copy_scores, other_scores)
+    return CalibrationWorld(["a", "b"], {"a1": "a", "b1": "b"}, kinds, links, np.array([0.95, 0.7]))
 
 
 def test_precision_and_recall_of_the_copies_at_each_threshold():
@@ -113,8 +112,7 @@ def test_the_threshold_is_where_the_smaller_of_precision_and_recall_is_largest()
 def test_stored_images_as_close_as_the_copies_count_as_real_duplicates():
     links = [("a1", "a", 0.95), ("a2", "a", 0.9), ("a", "twin", 0.97), ("a1", "twin", 0.93), ("b1", "b", 0.92)]
     truth = {"a1": "a", "a2": "a", "b1": "b"}
-    copy_scores, other_scores = np.array([0.95, 0.9, 0.92]), np.array([0.97, 0.1])
-    world = CalibrationWorld(["a", "b"], truth, dict.fromkeys(truth, "resized"), links, copy_scores, other_scores)
+    world = CalibrationWorld(["a", "b"], truth, dict.fromkeys(truth, "resized"), links, np.array([0.95, 0.9, 0.92]))
 
     assert world.alias == {"a": "a", "twin": "a"} and world.duplicated_share == 0.5
     assert world.measure(0.9) == {"precision": 1.0, "recall": 1.0, "recall_by_kind": {"resized": 1.0}}
