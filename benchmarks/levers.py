@@ -33,7 +33,8 @@ from run import (
     setup,
 )
 
-from imgsim.embedding import embed_pixels, reads_while_computing
+from imgsim.duplicates import top_columns
+from imgsim.embedding import embed_images, embed_pixels, reads_while_computing
 from imgsim.reading import load_image, normalise_pixels
 
 QUICK = {"rounds": 3, "small": 48, "large": 24, "model": 48, "agreement": 64}
@@ -74,7 +75,7 @@ def lever_plans(args, device, counts: dict, model, preprocess, photos: dict):
     """(lever, measured on, default setting, {setting: measure}) for every lever and photo set it applies to."""
     model_only = partial(model_only_rate, model, device, counts["model"], args.batch_size, preprocess.crop_size[0])
     load = partial(load_image, preprocess=preprocess)
-    embed = partial(embed_pixels_of, model, preprocess, device)
+    embed = partial(embed_images, model, preprocess=preprocess, device=device)
     loop = partial(loop_rate, batch_size=args.batch_size, workers=args.workers)
     overlap = reads_while_computing(device)
 
@@ -160,10 +161,6 @@ def lever_plans(args, device, counts: dict, model, preprocess, photos: dict):
     )
 
 
-def embed_pixels_of(model, preprocess, device, loaded) -> np.ndarray:
-    return embed_pixels(model, torch.stack([image.pixels for image in loaded]), preprocess, device)
-
-
 def bf16_study(model, preprocess, device, batch_size: int, paths: list[Path]) -> dict:
     """bfloat16 autocast: its speed, and how often its top-10 neighbours equal float32's."""
     pixels = torch.stack([load_image(path, preprocess).pixels for path in paths]).split(batch_size)
@@ -178,7 +175,7 @@ def bf16_study(model, preprocess, device, batch_size: int, paths: list[Path]) ->
     def top_k_sets(vectors: np.ndarray) -> list[frozenset]:
         scores = vectors @ vectors.T
         np.fill_diagonal(scores, -np.inf)
-        return [frozenset(row) for row in np.argpartition(-scores, TOP_K, axis=1)[:, :TOP_K]]
+        return [frozenset(row) for row in top_columns(scores, TOP_K)]
 
     (fp32, fp32_rate), (bf16, bf16_rate) = embed_all(), embed_all(torch.bfloat16)
     pairs = list(zip(top_k_sets(fp32), top_k_sets(bf16), strict=True))

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from imgsim.duplicates import connected_groups
+from imgsim.duplicates import connected_groups, top_columns
 from imgsim.files import relative_key, spread_sample
 from imgsim.reading import open_image
 from imgsim.store import fetch_vectors, point_id
@@ -344,7 +344,8 @@ def calibration_world(neighbours, sample: list[str], origins: dict, copy_vectors
     kinds = {copy: kind for copy, (_, kind) in origins.items()}
     copies = list(truth)
     centred_copies = neighbours.centre(copy_vectors)
-    copy_scores = np.sum(centred_copies * neighbours.centred_of(list(truth.values())), axis=1)
+    centred_sample, row_of = neighbours.centred_of(sample), {key: row for row, key in enumerate(sample)}
+    copy_scores = np.sum(centred_copies * centred_sample[[row_of[original] for original in truth.values()]], axis=1)
     links = [(copy, truth[copy], float(score)) for copy, score in zip(copies, copy_scores, strict=True)]
     around_sample = neighbours.nearest_to_stored(sample, NEIGHBOURS)
     links += [(key, other, score) for key, found in zip(sample, around_sample, strict=True) for other, score in found]
@@ -352,6 +353,6 @@ def calibration_world(neighbours, sample: list[str], origins: dict, copy_vectors
     links += [(copy, other, score) for copy, found in zip(copies, around_copies, strict=True) for other, score in found]
     among_copies = centred_copies @ centred_copies.T
     np.fill_diagonal(among_copies, -np.inf)
-    for row, columns in enumerate(np.argsort(-among_copies, axis=1)[:, :NEIGHBOURS]):
+    for row, columns in enumerate(top_columns(among_copies, NEIGHBOURS)):
         links += [(copies[row], copies[column], float(among_copies[row, column])) for column in columns]
     return CalibrationWorld(sample, truth, kinds, links, copy_scores)

@@ -31,6 +31,13 @@ def score_blocks(vectors: np.ndarray, block_rows: int = 1024, against: np.ndarra
         yield rows, scores
 
 
+def top_columns(scores: np.ndarray, count: int) -> np.ndarray:
+    """Per row, the columns of the `count` highest scores, highest first."""
+    count = min(count, scores.shape[1])
+    top = np.argpartition(-scores, count - 1, axis=1)[:, :count]
+    return np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
+
+
 def similar_pairs(vectors: np.ndarray, threshold: float):
     """Pairs (i, j, score) with i < j and score >= threshold, and each vector's nearest-neighbour score."""
     pairs, nearest = [], np.full(len(vectors), -np.inf, dtype=np.float32)

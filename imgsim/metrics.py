@@ -10,7 +10,7 @@ from collections import Counter
 
 import numpy as np
 
-from imgsim.duplicates import score_blocks
+from imgsim.duplicates import score_blocks, top_columns
 
 
 def has_enough_labels(labels: list[str | None], k: int) -> bool:
@@ -24,10 +24,7 @@ def retrieval_metrics(vectors: np.ndarray, labels: list[str], k: int) -> dict:
     k = min(k, len(labels) - 1)
     ranked = np.empty((len(labels), k), dtype=object)
     for rows, scores in score_blocks(vectors):
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        ranked[rows] = labels[
-            np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
-        ]
+        ranked[rows] = labels[top_columns(scores, k)]
     return ranking_metrics(labels, ranked, Counter(labels.tolist()))
 
 

@@ -20,7 +20,7 @@ from collections import Counter
 import numpy as np
 from qdrant_client import models
 
-from imgsim.duplicates import centre, score_blocks, similar_pairs
+from imgsim.duplicates import centre, score_blocks, similar_pairs, top_columns
 from imgsim.metrics import principal_components, ranking_metrics, retrieval_metrics
 from imgsim.store import all_points, fetch_vectors, point_id
 
@@ -87,13 +87,6 @@ class ExactNeighbours:
     def map_coordinates(self) -> tuple[list[str], np.ndarray]:
         """Every image's place on the first two principal components of the centred vectors."""
         return self.keys, principal_components(self.centred)
-
-
-def top_columns(scores: np.ndarray, count: int) -> np.ndarray:
-    """Per row, the columns of the `count` highest scores, highest first."""
-    count = min(count, scores.shape[1])
-    top = np.argpartition(-scores, count - 1, axis=1)[:, :count]
-    return np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
 
 
 class QdrantNeighbours:

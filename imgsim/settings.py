@@ -161,6 +161,8 @@ def check_parameters(parameters: dict) -> Settings:
     value = parameters.get
     model = one_of("MODEL", value("MODEL"), RESNETS)
     image_dir = text(value("IMAGE_DIR")) or DEFAULT_IMAGE_DIR
+    url = server_url(value("QDRANT_URL"))
+    threshold = similarity_or_auto("DUPLICATE_THRESHOLD", value("DUPLICATE_THRESHOLD"))
     return Settings(
         image_dir=Path(image_dir).expanduser(),
         image_dir_is_default=Path(image_dir) == Path(DEFAULT_IMAGE_DIR),
@@ -171,15 +173,15 @@ def check_parameters(parameters: dict) -> Settings:
         batch_size=whole_number("BATCH_SIZE", value("BATCH_SIZE"), 1, unset="auto"),
         workers=whole_number("WORKERS", value("WORKERS"), 1, unset="auto") or min(8, os.cpu_count() or 1),
         qdrant_path=Path(text(value("QDRANT_PATH")) or "data/qdrant").expanduser(),
-        qdrant_url=server_url(value("QDRANT_URL")),
+        qdrant_url=url,
         qdrant_api_key=text(value("QDRANT_API_KEY")) or None,
         collection=collection_name(value("COLLECTION")),
         query_image=existing_file("QUERY_IMAGE", value("QUERY_IMAGE")),
         top_k=whole_number("TOP_K", value("TOP_K"), 1),
         report=Path(text(value("REPORT")) or "data/run_report.json").expanduser(),
-        duplicate_threshold=similarity_or_auto("DUPLICATE_THRESHOLD", value("DUPLICATE_THRESHOLD")),
-        plant_duplicates=planted_images(value("PLANT_DUPLICATES"), value("DUPLICATE_THRESHOLD")),
-        neighbours=neighbour_source(value("NEIGHBOURS"), server_url(value("QDRANT_URL"))),
+        duplicate_threshold=threshold,
+        plant_duplicates=planted_images(value("PLANT_DUPLICATES"), threshold),
+        neighbours=neighbour_source(value("NEIGHBOURS"), url),
     )
 
 
@@ -189,10 +191,10 @@ def neighbour_source(value, url: str | None) -> str:
     return ("qdrant" if url else "numpy") if choice == "auto" else choice
 
 
-def planted_images(value, threshold) -> int:
-    """How many images get planted copies; calibrating (threshold auto) needs at least one."""
+def planted_images(value, threshold: float | None) -> int:
+    """How many images get planted copies; calibrating (threshold None: auto) needs at least one."""
     count = whole_number("PLANT_DUPLICATES", value, 0)
-    if count == 0 and similarity_or_auto("DUPLICATE_THRESHOLD", threshold) is None:
+    if count == 0 and threshold is None:
         raise fail(
             "PLANT_DUPLICATES", "at least 1 while IMGSIM_DUPLICATE_THRESHOLD is auto (or give a threshold)", value
         )
