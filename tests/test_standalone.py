@@ -1,0 +1,76 @@
+"""The notebook on its own, as Colab, Kaggle or a download get it, and run by papermill with typed values."""
+
+import json
+import os
+import re
+import shutil
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+from conftest import NOTEBOOK, ROOT, output_text, save_picture
+from nbclient import NotebookClient
+
+
+def is_this_project(entry: Path) -> bool:
+    """This project's files in a site-packages folder (installed or editable), and PyPI's unrelated imgsim."""
+    name = entry.name.lower().replace("-", "_")
+    return name == "imgsim" or name.startswith("imgsim_") or "image_similarity_vector_db" in name
+
+
+def python_without_this_project(venv: Path) -> Path:
+    """A venv that sees every package installed for this Python, except this project: links to them.
+
+    A venv with --system-site-packages would also see this project wherever requirements-dev.txt installed it.
+    """
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]
+    site_packages = Path(subprocess.run(purelib, capture_output=True, text=True, check=True).stdout.strip())
+    for folder in map(Path, [site.getusersitepackages(), *site.getsitepackages()]):  # sys.path's order
+        for entry in folder.iterdir() if folder.is_dir() else ():
+            if not is_this_project(entry) and not (site_packages / entry.name).exists():
+                (site_packages / entry.name).symlink_to(entry)
+    return python
+
+
+def kernel_for(python: Path, jupyter_path: Path, name: str) -> str:
+    spec = {"argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"], "language": "python"}
+    (jupyter_path / "kernels" / name).mkdir(parents=True)
+    (jupyter_path / "kernels" / name / "kernel.json").write_text(json.dumps(spec | {"display_name": name}))
+    return name
+
+
+def test_the_notebook_alone_in_an_empty_folder_installs_the_package_and_runs(tmp_path, monkeypatch):
+    python = python_without_this_project(tmp_path / "venv")
+    kernel = kernel_for(python, tmp_path / "jupyter", "without-imgsim")
+    source = tmp_path / "source"  # a copy of the checkout: pip's build leaves its scratch there
+    shutil.copytree(ROOT / "imgsim", source / "imgsim", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source)
+    folder = tmp_path / "alone"
+    folder.mkdir()
+    shutil.copy(NOTEBOOK, folder)
+    for seed in range(6):
+        save_picture(tmp_path / "images" / ("cats" if seed % 2 else "dogs") / f"p{seed}.png", seed)
+    for name in [*os.environ]:
+        if name.startswith(("IMGSIM_", "QDRANT_")) or name == "PYTHONPATH":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("IMGSIM_PACKAGE", f"--no-index --no-build-isolation {source}")  # nothing downloaded
+    for name, value in {"IMAGE_DIR": tmp_path / "images", "WEIGHTS": "none", "MODEL": "resnet18"}.items():
+        monkeypatch.setenv(f"IMGSIM_{name}", str(value))
+    monkeypatch.setenv("IMGSIM_PLANT_DUPLICATES", "3")
+    lacks = subprocess.run([python, "-c", "import imgsim"], cwd=folder, capture_output=True, text=True)
+    assert "No module named 'imgsim'" in lacks.stderr, "the kernel's environment must lack the package"
+
+    notebook = nbformat.read(folder / NOTEBOOK.name, as_version=4)
+    NotebookClient(notebook, timeout=900, kernel_name=kernel, resources={"metadata": {"path": str(folder)}}).execute()
+
+    installed = re.search(r"imgsim in (\S+): installed from", output_text(notebook))
+    assert installed and Path(installed[1]).is_relative_to(tmp_path / "venv"), "installed into the kernel's venv"
+    assert sorted(path.name for path in folder.iterdir()) == ["data", NOTEBOOK.name], "data/ made where it runs"
+    report = json.loads((folder / "data" / "run_report.json").read_text())
+    assert report["points_in_collection"] == 6 and report["qdrant"] == str(folder / "data" / "qdrant")
