@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 from conftest import NOTEBOOK, ROOT, output_text, save_picture
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 
 def is_this_project(entry: Path) -> bool:
@@ -27,13 +29,17 @@ def python_without_this_project(venv: Path) -> Path:
     """
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    purelib = [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]
-    site_packages = Path(subprocess.run(purelib, capture_output=True, text=True, check=True).stdout.strip())
+    site_packages = site_packages_of(python)
     for folder in map(Path, [site.getusersitepackages(), *site.getsitepackages()]):  # sys.path's order
         for entry in folder.iterdir() if folder.is_dir() else ():
             if not is_this_project(entry) and not (site_packages / entry.name).exists():
                 (site_packages / entry.name).symlink_to(entry)
     return python
+
+
+def site_packages_of(python: Path) -> Path:
+    purelib = [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]
+    return Path(subprocess.run(purelib, capture_output=True, text=True, check=True).stdout.strip())
 
 
 def kernel_for(python: Path, jupyter_path: Path, name: str) -> str:
@@ -74,3 +80,48 @@ def test_the_notebook_alone_in_an_empty_folder_installs_the_package_and_runs(tmp
     assert sorted(path.name for path in folder.iterdir()) == ["data", NOTEBOOK.name], "data/ made where it runs"
     report = json.loads((folder / "data" / "run_report.json").read_text())
     assert report["points_in_collection"] == 6 and report["qdrant"] == str(folder / "data" / "qdrant")
+
+
+def test_an_unrelated_package_named_imgsim_is_not_taken_for_this_one(tmp_path, monkeypatch):
+    python = python_without_this_project(tmp_path / "venv")
+    kernel = kernel_for(python, tmp_path / "jupyter", "other-imgsim")
+    other = site_packages_of(python) / "imgsim"
+    other.mkdir()
+    (other / "__init__.py").write_text('"""PyPI\'s imgsim, another project."""\n')
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+
+    with pytest.raises(CellExecutionError) as raised:
+        NotebookClient(notebook, kernel_name=kernel, resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    assert f"{other / '__init__.py'} is another project's imgsim" in raised.value.traceback
+    assert "%pip uninstall -y imgsim" in raised.value.traceback
+
+
+PAPERMILL_INFO = ("Input Notebook:", "Output Notebook:", "Working directory:", "Executing notebook with kernel:")
+PAPERMILL_INFO += ("[IPKernelApp] WARNING | Kernel is running over TCP",)  # ipykernel 7 says it of every kernel
+
+
+def test_papermill_runs_it_with_typed_values_and_no_warning(tmp_path, monkeypatch):
+    for seed in range(8):
+        save_picture(tmp_path / "images" / ("cats" if seed % 2 else "dogs") / f"p{seed}.png", seed)
+    for name in [*os.environ]:
+        if name.startswith(("IMGSIM_", "QDRANT_")):
+            monkeypatch.delenv(name)
+    values = {"IMAGE_DIR": tmp_path / "images", "QDRANT_PATH": tmp_path / "qdrant", "REPORT": tmp_path / "report.json"}
+    values |= {"WEIGHTS": "none", "MODEL": "resnet18", "TOP_K": 3, "MAX_IMAGES": 6, "BATCH_SIZE": 2, "WORKERS": 1}
+    values |= {"DUPLICATE_THRESHOLD": 0.95, "PLANT_DUPLICATES": 2}
+    options = [option for name, value in values.items() for option in ("-p", name, str(value))]
+    command = [sys.executable, "-m", "papermill", str(NOTEBOOK), str(tmp_path / "run.ipynb"), *options]
+
+    run = subprocess.run([*command, "--cwd", str(ROOT), "--no-progress-bar"], capture_output=True, text=True)
+
+    assert run.returncode == 0, run.stderr
+    said = [line for line in run.stderr.splitlines() if line.strip() and not line.startswith(PAPERMILL_INFO)]
+    assert said == [], "papermill warned (`Passed unknown parameter: ...` where the cell hides one)"
+    cells = nbformat.read(tmp_path / "run.ipynb", as_version=4).cells
+    injected = next(cell for cell in cells if "injected-parameters" in cell.metadata.get("tags", []))
+    assert "TOP_K = 3\n" in injected.source and "DUPLICATE_THRESHOLD = 0.95\n" in injected.source, "ints stay ints"
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["images_selected"] == 6 and len(report["query"]["results"]) == 3
+    assert report["batch_size"] == 2 and report["workers"] == 1 and report["duplicates"]["threshold"] == 0.95
