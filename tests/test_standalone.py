@@ -11,9 +11,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 from conftest import NOTEBOOK, ROOT, output_text, save_picture
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+import imgsim
 
 
 def is_this_project(entry: Path) -> bool:
@@ -125,3 +128,17 @@ def test_papermill_runs_it_with_typed_values_and_no_warning(tmp_path, monkeypatc
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["images_selected"] == 6 and len(report["query"]["results"]) == 3
     assert report["batch_size"] == 2 and report["workers"] == 1 and report["duplicates"]["threshold"] == 0.95
+
+
+def test_the_name_and_repository_everywhere_are_those_in_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    url = project["urls"]["Repository"]
+    cells = nbformat.read(NOTEBOOK, as_version=4).cells
+    install = next(cell.source for cell in cells if cell.cell_type == "code" and "IMGSIM_PACKAGE" in cell.source)
+    assert f'getenv("IMGSIM_PACKAGE", "git+{url}")' in install
+    assert imgsim.DISTRIBUTION == project["name"] and f'!= "{project["name"]}"' in install
+    colab = f"https://colab.research.google.com/github/{url.removeprefix('https://github.com/')}/blob/main/"
+    for text in (NOTEBOOK.read_text(), (ROOT / "README.md").read_text()):
+        assert f"]({colab}{NOTEBOOK.name})" in text, "the Open in Colab badge"
+        named = re.findall(r"github\.com/([\w.-]+/image-similarity-vector-db)", text)
+        assert set(named) == {url.removeprefix("https://github.com/")}
