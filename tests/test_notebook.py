@@ -51,6 +51,7 @@ def test_notebook_indexes_the_folder_and_finds_the_resized_twin_first(tmp_path, 
         assert Image.open(figure).size[0] > 300
     assert image_outputs(executed) >= 2
     assert "randomly initialised" in output_text(executed), "random weights must be announced"
+    assert "/imgsim: nothing installed" in output_text(executed), "in a clone, the first cell installs nothing"
 
 
 def test_first_run_counts_every_image_as_new(tmp_path, notebook):
