@@ -60,7 +60,7 @@ class StorageHeld(RuntimeError):
 
     def __init__(self, path: Path):
         super().__init__(
-            f"IMGSIM_QDRANT_PATH: the Qdrant storage folder {path.resolve()} is open in another Python process "
+            f"IMGSIM_QDRANT_PATH: the Qdrant storage folder {path.resolve()} is open in another Qdrant client "
             "(another notebook's kernel, or a run from the shell), and local mode lets only one use it at a time. "
             "Shut down the other kernel that has it open, or point IMGSIM_QDRANT_PATH at another folder, "
             "or use a Qdrant server (QDRANT_URL) for concurrent access."
