@@ -19,3 +19,6 @@ The notebook makes the calls that carry the lesson itself (the head swap, `creat
 `upsert` and `upload_points`, `query_points`, the recommend query, the payload filter, the centring);
 these modules do the rest, and the tests and the benchmark import them.
 """
+
+# This project's name on PyPI. The notebook checks it: an unrelated PyPI package is also imported as `imgsim`.
+DISTRIBUTION = "image-similarity-vector-db"

@@ -45,9 +45,26 @@ def connect(url: str | None, api_key: str | None, path: Path) -> QdrantClient:
     else:
         path.mkdir(parents=True, exist_ok=True)
         print(f"embedded Qdrant (local mode) stored in {path.resolve()}")
-        client = QdrantClient(path=str(path))
+        try:
+            client = QdrantClient(path=str(path))
+        except RuntimeError as error:
+            if "already accessed" not in str(error):
+                raise
+            raise StorageHeld(path) from None
     atexit.register(client.close)
     return client
+
+
+class StorageHeld(RuntimeError):
+    """Local mode's storage folder is open in another client: only one at a time may use it."""
+
+    def __init__(self, path: Path):
+        super().__init__(
+            f"IMGSIM_QDRANT_PATH: the Qdrant storage folder {path.resolve()} is open in another Qdrant client "
+            "(another notebook's kernel, or a run from the shell), and local mode lets only one use it at a time. "
+            "Shut down the other kernel that has it open, or point IMGSIM_QDRANT_PATH at another folder, "
+            "or use a Qdrant server (QDRANT_URL) for concurrent access."
+        )
 
 
 def point_id(key: str) -> str:
