@@ -267,3 +267,36 @@ def test_without_a_separating_threshold_only_an_identical_file_is_a_duplicate(ti
 
     upload(panel, "same.jpg", (tidied.folder / "warm" / "shot 7.jpg").read_bytes())
     assert "identical to the stored warm/shot 7.jpg (same SHA-256)" in text(panel.message)
+
+
+def test_the_notebook_moves_nothing_by_default_then_moves_the_removals_aside_and_undo_restores_them(tmp_path, notebook):
+    folder = tmp_path / "images"
+    truth = make_folder_with_planted_copies(folder)
+    before = checksums(folder)
+    notebook.set(IMAGE_DIR=str(folder))
+
+    report = notebook.run_ok()
+
+    table = notebook.report_path.parent / "duplicates.csv"
+    with open(table, newline="") as rows:
+        members = list(csv.DictReader(rows))
+    removals = [m["path"] for m in members if m["action"] == "remove"]
+    assert checksums(folder) == before, "by default nothing moves"
+    tidy = report["duplicates"]["tidy"]
+    assert tidy["table"] == str(table) and tidy["moved"] == 0 and tidy["removals"] == len(removals) >= len(truth) * 0.9
+    assert tidy["bytes_freed"] == sum(int(m["bytes"]) for m in members if m["action"] == "remove")
+    assert set(removals) <= set(truth), "only copies are marked remove"
+
+    quarantine = tmp_path / "moved duplicates"
+    notebook.set(MOVE_DUPLICATES_TO=str(quarantine))
+    report = notebook.run_ok()
+
+    assert sorted(checksums(quarantine)) == sorted(removals)
+    assert checksums(quarantine) == {key: before[key] for key in removals}, "identical bytes, relative paths"
+    assert report["duplicates"]["tidy"]["moved"] == len(removals) and report["duplicates"]["tidy"]["left_changed"] == []
+    assert report["points_in_collection"] == len(find_images(folder)) == len(before) - len(removals)
+    assert sorted(notebook.stored_payloads()) == sorted(checksums(folder)), "the collection mirrors what is left"
+
+    subprocess.run([sys.executable, "-m", "imgsim.tidy", "undo", str(quarantine)], cwd=ROOT, check=True)
+
+    assert checksums(folder) == before
