@@ -1,8 +1,10 @@
 """Step 1, finding the images: which files to index, their labels, a spread-out sample, the sample download.
 
 An image's stable name is its path relative to the image folder (`shoes/x.jpg`); its label is the first
-sub-folder of that path. Only the default folder (`data/images`) is ever filled with the CC0 sample set;
-a folder the user named must exist and hold images, or the notebook stops and names it.
+sub-folder of that path. Files of other extensions are counted per extension, so that none is left out
+without a word; hidden files and folders (`.DS_Store`, `.ipynb_checkpoints`) are skipped silently. Only
+the default folder (`data/images`) is ever filled with the CC0 sample set; a folder the user named must
+exist and hold images, or the notebook stops and names it.
 """
 
 import os
@@ -10,13 +12,19 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from itertools import islice, zip_longest
 from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+# Cameras' RAW formats: sensor data that needs developing, which Pillow does not do.
+RAW_EXTENSIONS = {
+    ".3fr", ".arw", ".cr2", ".cr3", ".crw", ".dng", ".erf", ".iiq", ".kdc", ".mrw", ".nef", ".nrw", ".orf", ".pef",
+    ".raf", ".rw2", ".rwl", ".sr2", ".srf", ".srw", ".x3f",
+}  # fmt: skip
+NO_EXTENSION = "(no extension)"
 SAMPLE_DATA_URL = (
     "https://github.com/alexeygrigorev/clothing-dataset-small/archive/11961516512414bf9f6c150a832cfd21b54a6b54.zip"
 )
@@ -26,9 +34,12 @@ class SampleDownloadError(RuntimeError):
     """The sample images could not be fetched; the message says what to do instead."""
 
 
-def find_images(folder: Path) -> list[Path]:
-    """Every image file under `folder`, sorted, skipping hidden entries and symlink loops."""
-    found, visited_dirs = [], set()
+def scan_folder(folder: Path) -> tuple[list[Path], dict[str, int]]:
+    """Every image file under `folder`, sorted, and how many other files each extension has (most first).
+
+    Hidden files and folders are skipped, and so are symlink loops.
+    """
+    found, ignored, visited_dirs = [], Counter(), set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         real_root = os.path.realpath(root)
         if real_root in visited_dirs:
@@ -36,12 +47,35 @@ def find_images(folder: Path) -> list[Path]:
             continue
         visited_dirs.add(real_root)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [
-            Path(root, name)
-            for name in files
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
-        ]
-    return sorted(found)
+        for name in files:
+            if name.startswith("."):
+                continue
+            extension = Path(name).suffix.lower()
+            if extension in IMAGE_EXTENSIONS:
+                found.append(Path(root, name))
+            else:
+                ignored[extension or NO_EXTENSION] += 1
+    return sorted(found), dict(sorted(ignored.items(), key=lambda item: (-item[1], item[0])))
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Every image file under `folder`, sorted, skipping hidden entries and symlink loops."""
+    return scan_folder(folder)[0]
+
+
+def describe_ignored(ignored: dict[str, int]) -> str:
+    """What was left out for its extension, in words, with how to convert RAW photos; empty if nothing was."""
+    if not ignored:
+        return ""
+    counts = ", ".join(f"{count} {extension}" for extension, count in ignored.items())
+    lines = [f"{sum(ignored.values())} other file(s) left out for their extension: {counts}"]
+    raw = sorted(RAW_EXTENSIONS & ignored.keys())
+    if raw:
+        lines.append(
+            f"The {', '.join(raw)} files are camera RAW: to index them, develop them into JPEG or TIFF first "
+            "(with darktable, your camera's software, or rawpy in Python)."
+        )
+    return "\n".join(lines)
 
 
 def relative_key(path: Path, folder: Path) -> str:
@@ -70,19 +104,23 @@ def is_inside(folder: Path, path: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
-def images_to_index(folder: Path, is_default: bool, limit: int | None) -> tuple[list[Path], list[Path]]:
-    """(every image in the folder, the ones selected for this run); fills only the default folder with samples."""
-    found = find_images(folder) if folder.is_dir() else []
+def images_to_index(folder: Path, is_default: bool, limit: int | None) -> tuple[list[Path], list[Path], dict[str, int]]:
+    """(every image in the folder, the ones selected for this run, the other files' count per extension).
+
+    Fills only the default folder with samples.
+    """
+    found, ignored = scan_folder(folder) if folder.is_dir() else ([], {})
     if not found and is_default:
         print(f"No images in {folder}: downloading the CC0 sample set from {SAMPLE_DATA_URL}")
         print(f"extracted {download_sample_images(SAMPLE_DATA_URL, folder)} images")
-        found = find_images(folder)
+        found, ignored = scan_folder(folder)
     elif not found:
         raise FileNotFoundError(
             f"IMGSIM_IMAGE_DIR: {folder.resolve()} {why_no_images(folder)}. Point IMGSIM_IMAGE_DIR at a folder of "
             "images, or leave it unset to use data/images (filled with a sample set when empty)."
+            + (f"\n{describe_ignored(ignored)}" if ignored else "")
         )
-    return found, spread_sample(found, folder, limit)
+    return found, spread_sample(found, folder, limit), ignored
 
 
 def why_no_images(folder: Path) -> str:

@@ -3,11 +3,14 @@
 A panel of ipywidgets inside the notebook, where the kernel already holds the model and the Qdrant
 client (a second process could not open local-mode storage: it is locked to one client). The panel
 looks the client up at every search (`client_of()`), so re-running the notebook's connection cell is
-picked up. An upload is decoded in memory by the same robust reading as the folder's files and is never
-written anywhere: not to the collection, not to disk, and its button is replaced once it is read, so its
-bytes do not linger in widget state. "More like this" and "less like this" gather stored images as the
-examples of a recommend query, with the query image as the first positive one. `Search` and
-`run_search` are the search itself, without widgets, so tests can check it without a browser.
+picked up. The query is an upload, a random stored image, a stored image's name, or the path of any
+image file on the kernel's machine: Colab delivers uploads of about 1 MB and more empty (ipywidgets
+#3452), so a file put there with Colab's file browser is typed in by its path. An upload is decoded in
+memory by the same robust reading as the folder's files and is never written anywhere: not to the
+collection, not to disk, and its button is replaced once it is read, so its bytes do not linger in
+widget state. "More like this" and "less like this" gather stored images as the examples of a recommend
+query, with the query image as the first positive one. `Search` and `run_search` are the search itself,
+without widgets, so tests can check it without a browser.
 """
 
 import functools
@@ -20,6 +23,7 @@ from pathlib import Path
 import ipywidgets as widgets
 from qdrant_client import QdrantClient, models
 
+from imgsim.files import IMAGE_EXTENSIONS
 from imgsim.reading import describe_failure, thumbnail
 from imgsim.store import point_id
 from imgsim.tidy import DuplicateCheck
@@ -121,6 +125,17 @@ def label_counts(client: QdrantClient, collection: str) -> dict[str, int]:
     return {hit.value: hit.count for hit in sorted(hits, key=lambda hit: hit.value)}
 
 
+def incomplete_upload(upload: Upload, received: int) -> str:
+    """What to do when fewer bytes arrived than the browser announced (Colab: none, from about 1 MB on)."""
+    what = "empty" if not received else f"incomplete ({received:,} bytes)"
+    return (
+        f"{upload.name} arrived {what}, though the browser announced {upload.size:,} bytes. Some hosts, Google "
+        "Colab among them, deliver uploads of about 1 MB and more empty (ipywidgets issue 3452). Put the file "
+        "on the notebook's machine instead (in Colab: the file browser, the folder icon on the left, then "
+        f"Upload) and type its path here, for example /content/{upload.name}."
+    )
+
+
 def picture(source: Path | bytes) -> widgets.Widget:
     """A thumbnail of an image file or of an upload's bytes, or the reason it cannot be shown."""
     try:
@@ -173,10 +188,12 @@ class SearchPanel:
         self.search: Search | None = None
         random_button = widgets.Button(description="Random stored image", icon="random", layout={"width": "auto"})
         random_button.on_click(self.search_random_image)
-        self.stored_name = widgets.Text(
-            placeholder="or a stored image's name", continuous_update=False, layout={"width": "220px"}
+        self.name_or_path = widgets.Text(
+            placeholder="or a stored image's name, or an image file's path",
+            continuous_update=False,
+            layout={"width": "340px"},
         )
-        self.stored_name.observe(lambda change: self.search_stored(change["new"].strip()), names="value")
+        self.name_or_path.observe(lambda change: self.search_typed(change["new"]), names="value")
         self.limit = widgets.BoundedIntText(
             top_k, min=1, max=100, description="results", **COMPACT, layout={"width": "120px"}
         )
@@ -187,7 +204,7 @@ class SearchPanel:
             self.label.layout.display = "none"
         for control in (self.limit, self.label):
             control.observe(self.search_again, names="value")
-        self.query_sources = widgets.HBox([self.new_upload_button(), random_button, self.stored_name])
+        self.query_sources = widgets.HBox([self.new_upload_button(), random_button, self.name_or_path])
         self.message = widgets.HTML()
         self.query_picture = widgets.Box()
         self.examples = widgets.HTML()
@@ -201,13 +218,18 @@ class SearchPanel:
         self.widget.add_class("imgsim-panel")
         self.say(
             f"Upload an image of up to {MAX_UPLOAD_BYTES // 1_000_000} MB, take a random one from the collection, "
-            "or type a stored image's name. Uploads are not stored anywhere. Jupyter's connection drops a bigger "
-            "file, and the upload button then stops answering until this cell is run again."
+            "or type a stored image's name or the path of an image file on the machine running this notebook. "
+            "Uploads are not stored anywhere. Jupyter's connection drops a bigger file, and the upload button then "
+            "stops answering until this cell is run again. In Colab, upload files of 1 MB and more with its file "
+            "browser (the folder icon on the left) and type their path here."
         )
 
     def new_upload_button(self) -> widgets.FileUpload:
-        upload = widgets.FileUpload(
-            accept="image/*", multiple=False, description="Upload an image", layout={"width": "auto"}
+        upload = widgets.FileUpload(  # HEIC and AVIF by extension: some browsers know no image type for them
+            accept=",".join(["image/*", *sorted(IMAGE_EXTENSIONS)]),
+            multiple=False,
+            description="Upload an image",
+            layout={"width": "auto"},
         )
         upload.observe(self.search_upload, names="value")
         return upload
@@ -232,6 +254,9 @@ class SearchPanel:
             )
             return
         data = bytes(upload.content)
+        if len(data) < upload.size:
+            self.say(incomplete_upload(upload, len(data)))
+            return
         try:
             vector = self.embed(Path(upload.name), data=data)
         except ValueError as error:
@@ -249,12 +274,41 @@ class SearchPanel:
         self.search_stored(key)
 
     @shows_errors
+    def search_typed(self, text: str) -> None:
+        """A stored image's name (its path relative to the image folder), or the path of any image file."""
+        text = text.strip().strip("\"'")  # a path copied with quotes around it
+        if not text:
+            return
+        key = self.stored_key(text)
+        if key:
+            self.search_stored(key)
+            return
+        path = Path(text).expanduser()
+        if not path.is_file():
+            self.say(
+                f"No stored image is named {text}, and {path.absolute()} "
+                f"{'is a folder' if path.is_dir() else 'does not exist'}. Type a stored image's name (its path "
+                "relative to the image folder) or the path of an image file on the machine running this notebook."
+            )
+            return
+        try:
+            vector = self.embed(path)
+        except ValueError as error:
+            self.say(str(error))
+            return
+        self.show(Search(Query(str(path), vector=vector.tolist()), **self.options()), query_picture=picture(path))
+
+    def stored_key(self, text: str) -> str | None:
+        """The name of the stored image that `text` names, as its name or as a path into the image folder."""
+        names = [text]
+        path = Path(text).expanduser().resolve()
+        if path.is_relative_to(self.image_dir.resolve()):
+            names.append(path.relative_to(self.image_dir.resolve()).as_posix())
+        points = self.client_of().retrieve(self.collection, list(map(point_id, names)), with_payload=["path"])
+        return points[0].payload["path"] if points else None
+
+    @shows_errors
     def search_stored(self, key: str) -> None:
-        if not key:
-            return
-        if not self.client_of().retrieve(self.collection, [point_id(key)]):
-            self.say(f"No stored image is named {key}: a name is the path relative to the image folder.")
-            return
         self.show(Search(Query(key, key=key), **self.options()), query_picture=picture(self.image_dir / key))
 
     @shows_errors

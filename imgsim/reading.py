@@ -4,7 +4,9 @@ Each file is read once (its bytes also give its SHA-256), opened by content (a w
 matter), refused before decoding if it has more pixels than Pillow's decompression-bomb limit, decoded
 in JPEG draft mode at a reduced size, turned upright by its EXIF tag, flattened onto white if it is
 transparent, converted to RGB, then resized and centre-cropped with the weights' own settings. The
-arithmetic half of the preprocessing (scale, mean, std) runs per batch in `embedding.py`.
+arithmetic half of the preprocessing (scale, mean, std) runs per batch in `embedding.py`. Pillow reads
+AVIF itself, and HEIC and HEIF (the iPhone's photos) through pillow-heif, whose opener this module
+registers once, when it is imported.
 """
 
 import hashlib
@@ -16,7 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps
+from pillow_heif import register_heif_opener
 from torchvision.transforms import functional as TF
+
+register_heif_opener()
 
 
 @dataclass

@@ -26,6 +26,7 @@ def run_report(
     *,
     found,
     selected,
+    ignored_extensions,
     sync,
     exact_duplicates,
     points,
@@ -41,12 +42,14 @@ def run_report(
     figures,
 ) -> dict:
     """The report's content; `query` is (the query image's name, its hits), `duplicates` its section,
-    `neighbours` where the analyses' neighbours came from ("numpy" or "qdrant")."""
+    `neighbours` where the analyses' neighbours came from ("numpy" or "qdrant"), `ignored_extensions` how
+    many files of the image folder were left out for each extension that is not an image's."""
     query_image, hits = query
     return {
         "image_dir": str(settings.image_dir.resolve()),
         "images_found": found,
         "images_selected": selected,
+        "ignored_extensions": ignored_extensions,
         **{name: sync.counts[name] for name in ("embedded", "new", "updated", "unchanged", "removed")},
         "skipped": sync.skipped,
         "exact_duplicates": exact_duplicates,

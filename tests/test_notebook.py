@@ -31,6 +31,8 @@ def make_labelled_folder(folder):
 def test_notebook_indexes_the_folder_and_finds_the_resized_twin_first(tmp_path, notebook):
     folder = tmp_path / "images"
     original = make_labelled_folder(folder)
+    for name in ("IMG_1.CR2", "IMG_2.cr2", "IMG_3.mov", "notes.txt"):  # left out, and said so
+        (folder / "circles" / name).write_bytes(b"not read")
     notebook.set(IMAGE_DIR=str(folder), QUERY_IMAGE=str(original), TOP_K="3")
 
     report, executed, error = notebook.run()
@@ -38,6 +40,8 @@ def test_notebook_indexes_the_folder_and_finds_the_resized_twin_first(tmp_path, 
     assert error is None, error and error.summary
     assert report["images_found"] == report["embedded"] == report["points_in_collection"] == 15
     assert report["skipped"] == []
+    assert report["ignored_extensions"] == {".cr2": 2, ".mov": 1, ".txt": 1}
+    assert "4 other file(s) left out for their extension: 2 .cr2, 1 .mov, 1 .txt" in output_text(executed)
     assert report["vector_size"] == 512
     assert report["model"] == "resnet18" and report["weights"].startswith("none")
     assert set(report["timings_s"]) >= {"load_model", "embed", "upsert", "query"}

@@ -1,4 +1,8 @@
-"""The search panel without a browser: uploads simulated with the widget's `set_state`, as ipywidgets' own tests do."""
+"""The search panel without a browser: uploads simulated with the widget's `set_state`, as ipywidgets' own tests do.
+
+The uploads are sent in the installed ipywidgets' own format, so the tests run under ipywidgets 8 and 7
+(Colab's); run them under 7.7 with `pip install "ipywidgets==7.7.*"` in a separate environment.
+"""
 
 import html
 import io
@@ -61,10 +65,20 @@ def resized_copy(indexed, key: str) -> bytes:
     return jpeg(Image.open(indexed.folder / key).resize((200, 150)))
 
 
-def upload(panel: SearchPanel, name: str, data: bytes) -> None:
-    """Pick a file as a browser does: ipywidgets 8 sends a list of entries whose content is a memoryview."""
-    entry = {"name": name, "type": "image/jpeg", "size": len(data), "last_modified": 0, "content": memoryview(data)}
-    panel.query_sources.children[0].set_state({"value": [entry]})
+def upload(panel: SearchPanel, name: str, data: bytes, size: int | None = None) -> None:
+    """Pick a file as a browser does, whose announced `size` is the data's unless given.
+
+    ipywidgets 8 sends a list of entries whose content is a memoryview; ipywidgets 7 sends the files'
+    metadata and their contents as two lists, and a counter that makes the widget gather them.
+    """
+    size = len(data) if size is None else size
+    button = panel.query_sources.children[0]
+    if widgets.__version__.startswith("7."):
+        metadata = {"name": name, "type": "image/jpeg", "size": size, "lastModified": 0}
+        button.set_state({"metadata": [metadata], "data": [memoryview(data)], "_counter": button._counter + 1})
+    else:
+        entry = {"name": name, "type": "image/jpeg", "size": size, "last_modified": 0, "content": memoryview(data)}
+        button.set_state({"value": [entry]})
 
 
 def text(html_widget: widgets.HTML) -> str:
@@ -110,7 +124,7 @@ def test_an_uploaded_resized_copy_finds_its_original_first(indexed, panel, clien
     assert "5 results of a query, all labels" in text(panel.message)
     assert client.count("images").count == ALL_IMAGES, "an upload is never written to the collection"
     assert find_images(indexed.folder) == files_before, "nor to the image folder"
-    assert panel.query_sources.children[0].value == (), "a fresh upload button, without the upload's bytes"
+    assert not panel.query_sources.children[0].value, "a fresh upload button, without the upload's bytes"
 
 
 def test_every_search_of_the_panel_asks_for_the_notebooks_search_settings(indexed, client):
@@ -184,15 +198,21 @@ def test_more_like_this_and_less_like_this_gather_examples_for_a_recommend_query
     assert set(paths(panel)) == set(first_results) - {"circles/picture_1.jpg", top}
 
 
-def test_a_stored_image_as_the_query_by_its_name_or_at_random(indexed, panel):
-    panel.stored_name.value = "squares/picture_7.jpg"
+def test_a_stored_image_as_the_query_by_its_name_its_path_or_at_random(indexed, panel):
+    panel.name_or_path.value = "squares/picture_7.jpg"
 
     assert "query: squares/picture_7.jpg" in text(panel.examples)
     assert len(paths(panel)) == 5 and "squares/picture_7.jpg" not in paths(panel)
 
-    panel.stored_name.value = "squares/no_such_picture.jpg"
+    panel.name_or_path.value = f"'{indexed.folder / 'circles' / 'picture_2.jpg'}'"  # its path, copied with quotes
+
+    assert "query: circles/picture_2.jpg" in text(panel.examples), "a stored image, not a new query"
+    assert "circles/picture_2.jpg" not in paths(panel)
+
+    panel.name_or_path.value = "squares/no_such_picture.jpg"
 
     assert "No stored image is named squares/no_such_picture.jpg" in text(panel.message)
+    assert "does not exist" in text(panel.message)
 
     panel.label.value = "stripes"
     panel.search_random_image()
@@ -211,6 +231,7 @@ def test_a_stored_image_as_the_query_by_its_name_or_at_random(indexed, panel):
         ("bomb.png", png_header_only(30_000, 30_000), "decompression bomb"),
         ("huge.jpg", bytes(MAX_UPLOAD_BYTES + 1), "more than the 10 MB a Jupyter connection carries: resize it"),
     ],
+    ids=["not an image", "empty", "bomb", "over 10 MB"],
 )
 def test_a_bad_upload_shows_its_reason_and_the_next_upload_works(indexed, panel, name, data, reason):
     upload(panel, "good.jpg", resized_copy(indexed, "squares/picture_7.jpg"))
@@ -225,6 +246,54 @@ def test_a_bad_upload_shows_its_reason_and_the_next_upload_works(indexed, panel,
 
     assert paths(panel)[0] == "stripes/picture_12.jpg"
     assert "query: next.jpg" in text(panel.examples)
+
+
+def test_any_image_file_on_disk_is_a_query_by_its_path(indexed, panel, client, tmp_path):
+    """As one put there with Colab's file browser: here a half-size HEIC copy outside the image folder."""
+    phone_photo = tmp_path / "uploads" / "IMG_0001.HEIC"
+    phone_photo.parent.mkdir()
+    Image.open(indexed.folder / "circles" / "picture_3.jpg").reduce(2).save(phone_photo, "HEIF")
+
+    panel.name_or_path.value = f"  {phone_photo} "
+
+    assert paths(panel)[0] == "circles/picture_3.jpg" and len(paths(panel)) == 5
+    assert f"query: {phone_photo}" in text(panel.examples)
+    assert max(Image.open(io.BytesIO(panel.query_picture.children[0].value)).size) == 150, "its thumbnail"
+    assert client.count("images").count == ALL_IMAGES, "a file searched for is not added to the collection"
+
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    panel.name_or_path.value = str(tmp_path / "notes.jpg")
+
+    assert f"cannot use {tmp_path / 'notes.jpg'} as a query: not an image Pillow can read" in text(panel.message)
+    assert paths(panel)[0] == "circles/picture_3.jpg", "the results of the last good query stay"
+
+    panel.name_or_path.value = str(tmp_path / "uploads")
+
+    assert f"{tmp_path / 'uploads'} is a folder" in text(panel.message)
+
+
+@pytest.mark.parametrize("received", [0, 1000], ids=["empty", "incomplete"])
+def test_an_upload_with_fewer_bytes_than_announced_says_what_happened_and_what_to_do(indexed, panel, received):
+    """Colab delivers uploads of about 1 MB and more with empty content (ipywidgets issue 3452)."""
+    upload(panel, "good.jpg", resized_copy(indexed, "squares/picture_7.jpg"))
+    results_before = paths(panel)
+
+    upload(panel, "IMG_0042.jpg", bytes(received), size=2_345_678)
+
+    said = text(panel.message)
+    assert f"IMG_0042.jpg arrived {'empty' if not received else 'incomplete (1,000 bytes)'}" in said
+    assert "announced 2,345,678 bytes" in said and "Colab" in said and "3452" in said
+    assert "file browser" in said and "type its path here, for example /content/IMG_0042.jpg" in said
+    assert paths(panel) == results_before, "the results of the last good query stay"
+
+    upload(panel, "next.jpg", resized_copy(indexed, "stripes/picture_12.jpg"))
+
+    assert paths(panel)[0] == "stripes/picture_12.jpg"
+
+
+def test_the_upload_button_offers_the_phone_formats_by_extension(panel):
+    accepted = panel.query_sources.children[0].accept.split(",")
+    assert accepted[0] == "image/*" and {".heic", ".heif", ".avif"} <= set(accepted)
 
 
 def test_an_ipywidgets_7_upload_value_is_read_like_an_ipywidgets_8_one(indexed, panel):

@@ -117,6 +117,7 @@ def test_a_folder_the_user_named_is_never_a_download_target(tmp_path, no_downloa
     message = str(raised.value)
     assert "IMGSIM_IMAGE_DIR" in message and str(folder) in message
     assert {"missing": "does not exist", "empty": "holds no images", "a file": "is not a folder"}[state] in message
+    assert ("left out for their extension: 1 .txt" in message) == (state == "empty"), "what it holds instead"
     assert folder.exists() == (state != "missing"), "a missing folder must not be created"
 
 
@@ -125,9 +126,9 @@ def test_the_default_folder_is_filled_with_the_sample_set_when_empty(tmp_path, s
     monkeypatch.setattr(files, "SAMPLE_DATA_URL", serve_folder(tmp_path)("sample.zip"))
     folder = tmp_path / "data" / "images"
 
-    found, selected = images_to_index(folder, is_default=True, limit=3)
+    found, selected, ignored = images_to_index(folder, is_default=True, limit=3)
 
-    assert len(found) == 4 and len(selected) == 3
+    assert len(found) == 4 and len(selected) == 3 and ignored == {}
     assert {path.parent.name for path in selected} == {"shirt", "pants"}, "the sample spreads over labels"
 
 
