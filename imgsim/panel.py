@@ -296,7 +296,8 @@ class SearchPanel:
         except ValueError as error:
             self.say(str(error))
             return
-        self.show(Search(Query(str(path), vector=vector.tolist()), **self.options()), query_picture=picture(path))
+        query = Query(str(path), vector=vector.tolist(), sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+        self.show(Search(query, **self.options()), query_picture=picture(path))
 
     def stored_key(self, text: str) -> str | None:
         """The name of the stored image that `text` names, as its name or as a path into the image folder."""

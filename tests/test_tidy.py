@@ -259,7 +259,7 @@ def test_the_panel_labels_an_uploaded_resized_copy_as_a_near_duplicate_and_an_un
     assert "no near-duplicate" in said and "near-duplicate of" not in said and threshold in said
 
 
-def test_without_a_separating_threshold_only_an_identical_file_is_a_duplicate(tidied):
+def test_without_a_separating_threshold_only_an_identical_file_is_a_duplicate(tidied, tmp_path):
     panel = panel_with_check(tidied, None)
 
     upload(panel, "resized.jpg", jpeg(Image.open(tidied.folder / "warm" / "shot 5.jpg").resize((200, 150))))
@@ -267,6 +267,11 @@ def test_without_a_separating_threshold_only_an_identical_file_is_a_duplicate(ti
 
     upload(panel, "same.jpg", (tidied.folder / "warm" / "shot 7.jpg").read_bytes())
     assert "identical to the stored warm/shot 7.jpg (same SHA-256)" in text(panel.message)
+
+    outside = tmp_path / "downloaded.jpg"  # a typed path of a file outside the image folder
+    outside.write_bytes((tidied.folder / "cool" / "shot 8.jpg").read_bytes())
+    panel.name_or_path.value = str(outside)
+    assert "identical to the stored cool/shot 8.jpg (same SHA-256)" in text(panel.message)
 
 
 def test_the_notebook_moves_nothing_by_default_then_moves_the_removals_aside_and_undo_restores_them(tmp_path, notebook):
