@@ -10,6 +10,7 @@
     neighbours   where the analyses' neighbours come from: matrix products, or queries to Qdrant
     duplicates   centred scores, all pairs block by block, near-duplicate groups
     calibration  planted copies, and the threshold where they are best told apart from unrelated images
+    tidy         a keeper per duplicate group, duplicates.csv, the reversible move and its undo, a new image's check
     metrics      leave-one-out precision@k and mAP@k, and the principal components of the map
     plots        every picture the notebook shows
     report       timings and the JSON run report

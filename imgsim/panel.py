@@ -14,6 +14,7 @@ without widgets, so tests can check it without a browser.
 """
 
 import functools
+import hashlib
 import io
 from dataclasses import dataclass, field, replace
 from html import escape
@@ -25,6 +26,7 @@ from qdrant_client import QdrantClient, models
 from imgsim.files import IMAGE_EXTENSIONS
 from imgsim.reading import describe_failure, thumbnail
 from imgsim.store import point_id
+from imgsim.tidy import DuplicateCheck
 
 # Jupyter's websocket drops messages over 10 MiB, so bigger uploads never reach the kernel; the panel
 # refuses anything over 10 MB that does arrive (on hosts that carry more), so one rule holds everywhere.
@@ -55,6 +57,7 @@ class Query:
     name: str
     key: str | None = None
     vector: list[float] | None = None
+    sha256: str | None = None  # of a new image's bytes, to tell an identical file
 
     @property
     def example(self):
@@ -166,13 +169,22 @@ class SearchPanel:
 
     `client_of()` gives the Qdrant client at each search; `embed(path, data=bytes)` is the notebook's
     `embed_file` with its model, preprocessing and device; `search_params` go with every search.
+    With `duplicates`, a new image (not a stored one) is said to be a duplicate of a stored image, or not.
     """
 
     def __init__(
-        self, client_of, collection: str, image_dir: Path, embed, top_k: int = 5, caption: str = "", search_params=None
+        self,
+        client_of,
+        collection: str,
+        image_dir: Path,
+        embed,
+        top_k: int = 5,
+        caption: str = "",
+        search_params=None,
+        duplicates: DuplicateCheck | None = None,
     ):
         self.client_of, self.collection, self.image_dir, self.embed = client_of, collection, image_dir, embed
-        self.search_params = search_params
+        self.search_params, self.duplicates = search_params, duplicates
         self.search: Search | None = None
         random_button = widgets.Button(description="Random stored image", icon="random", layout={"width": "auto"})
         random_button.on_click(self.search_random_image)
@@ -250,7 +262,8 @@ class SearchPanel:
         except ValueError as error:
             self.say(str(error))
             return
-        self.show(Search(Query(upload.name, vector=vector.tolist()), **self.options()), query_picture=picture(data))
+        query = Query(upload.name, vector=vector.tolist(), sha256=hashlib.sha256(data).hexdigest())
+        self.show(Search(query, **self.options()), query_picture=picture(data))
 
     @shows_errors
     def search_random_image(self, _button=None) -> None:
@@ -283,7 +296,8 @@ class SearchPanel:
         except ValueError as error:
             self.say(str(error))
             return
-        self.show(Search(Query(str(path), vector=vector.tolist()), **self.options()), query_picture=picture(path))
+        query = Query(str(path), vector=vector.tolist(), sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+        self.show(Search(query, **self.options()), query_picture=picture(path))
 
     def stored_key(self, text: str) -> str | None:
         """The name of the stored image that `text` names, as its name or as a path into the image folder."""
@@ -334,6 +348,11 @@ class SearchPanel:
         kind = "a recommend query with these examples" if has_examples else "a query"
         where = f"label {search.label!r}" if search.label else "all labels"
         self.say(f"{len(hits)} results of {kind}, {where}.")
+        if self.duplicates and search.query.vector is not None:
+            verdict = self.duplicates.verdict(
+                self.client_of(), self.collection, search.query.vector, search.query.sha256, self.search_params
+            )
+            self.message.value += f"<br><b>{escape(verdict)}</b>"
 
     def result_card(self, rank: int, hit: models.ScoredPoint) -> widgets.VBox:
         key = hit.payload["path"]

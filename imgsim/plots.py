@@ -116,10 +116,11 @@ def plot_score_histogram(nearest, calibration, caption: str):
     return fig
 
 
-def plot_groups(groups, folder: Path, centred_of, caption: str, max_rows: int = 6):
+def plot_groups(groups, folder: Path, centred_of, caption: str, max_rows: int = 6, keeper_first: bool = False):
     """One row per group: its images, each titled with its centred score against the group's first image.
 
-    `centred_of(keys)` gives the centred vectors of stored images.
+    `centred_of(keys)` gives the centred vectors of stored images. With `keeper_first`, the first image of
+    each group is titled KEEP and the others remove.
     """
     if not groups:
         print("no duplicate groups to show")
@@ -128,7 +129,9 @@ def plot_groups(groups, folder: Path, centred_of, caption: str, max_rows: int = 
     for group in groups[:max_rows]:
         shown = group[:6]
         scores = centred_of(shown) @ centred_of(shown[:1])[0]
-        rows.append([(folder / key, f"{score:.3f}\n{shorten(key)}") for key, score in zip(shown, scores, strict=True)])
+        marks = ["KEEP ", *["remove " for _ in shown[1:]]] if keeper_first else [""] * len(shown)
+        titles = [f"{mark}{score:.3f}\n{shorten(key)}" for mark, score, key in zip(marks, scores, shown, strict=True)]
+        rows.append([(folder / key, title) for key, title in zip(shown, titles, strict=True)])
     return plot_thumbnail_rows(rows, caption, title_size=7)
 
 

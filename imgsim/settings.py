@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torchvision
 
+from imgsim.files import is_inside
 from imgsim.model import RESNETS
 
 DEFAULT_IMAGE_DIR = "data/images"
@@ -42,6 +43,7 @@ class Settings:
     duplicate_threshold: float | None  # None: calibrated on planted copies
     plant_duplicates: int
     neighbours: str  # "numpy" or "qdrant"
+    move_duplicates_to: Path | None  # None: nothing moves
 
     @property
     def figures_dir(self) -> Path:
@@ -182,6 +184,7 @@ def check_parameters(parameters: dict) -> Settings:
         duplicate_threshold=threshold,
         plant_duplicates=planted_images(value("PLANT_DUPLICATES"), threshold),
         neighbours=neighbour_source(value("NEIGHBOURS"), url),
+        move_duplicates_to=quarantine(value("MOVE_DUPLICATES_TO"), Path(image_dir).expanduser()),
     )
 
 
@@ -189,6 +192,22 @@ def neighbour_source(value, url: str | None) -> str:
     """Where the analyses' neighbours come from; auto: numpy in local mode, qdrant on a server."""
     choice = one_of("NEIGHBOURS", text(value) or "auto", ("auto", "numpy", "qdrant"))
     return ("qdrant" if url else "numpy") if choice == "auto" else choice
+
+
+def quarantine(value, image_dir: Path) -> Path | None:
+    """The folder duplicates are moved to, or None; never inside the image folder (it would be indexed again)."""
+    raw = text(value)
+    if not raw:
+        return None
+    folder = Path(raw).expanduser()
+    if is_inside(image_dir, folder) or is_inside(folder, image_dir) or folder.is_file():
+        raise fail(
+            "MOVE_DUPLICATES_TO",
+            "empty (nothing moves) or a folder outside the image folder and not holding it "
+            "(inside IMGSIM_IMAGE_DIR, moved files would be indexed again)",
+            value,
+        )
+    return folder
 
 
 def planted_images(value, threshold: float | None) -> int:
