@@ -17,11 +17,11 @@ or messaged one), 5 % trimmed off the edges (a light crop). Then:
 
 A pair is right when both images may be copies of one picture. The collection may already hold copies
 of a sampled image (its *relatives*), and a planted copy grouped with one of them is no mistake. A stored
-image is taken for a relative of a sampled image on evidence from the copies of the same kind: when the
-sampled image's planted copy of some kind scores with it at least as high as with the sampled image
-itself (the stored image looks like that edit of it), or when it scores with the sampled image as high as
-most planted copies of its closest kind score with their originals. Unrelated images fail both, so
-precision is not flattered when nothing separates.
+image is taken for a relative on the evidence of the sampled image's own copies: it scores with the image
+or one of its copies at least as high as the image's weakest copy does, or with the image at least as
+high as most copies of the kind that changes images most score with their originals. An image for which
+more than half as many stored images as NEIGHBOURS qualify gets none: the scores do not single out copies
+there (pure noise, say), and counting them all as relatives would flatter precision.
 
 It only knows the edits it plants: a mirrored or heavily cropped picture, a burst of shots of one scene,
 or an edited photo are other pictures for this purpose.
@@ -126,7 +126,7 @@ def relatives_of(sample, truth, kinds, links, copy_scores) -> list[tuple[str, st
     The evidence is the copies. A stored image is a relative of a sampled image when it scores with that
     image or one of its copies at least as high as the image's own weakest copy does, or with the image
     at least as high as most copies (the median) of the kind that changes images most score with their
-    originals. Where that holds for most of an image's NEIGHBOURS nearest stored images, the scores do not
+    originals. Where that holds for more than half as many stored images as NEIGHBOURS, the scores do not
     single out copies (a picture is rarely copied that often), and the image is given no relatives.
     """
     copy_score = dict(zip(truth, copy_scores, strict=True))
@@ -295,6 +295,8 @@ def calibrate(
             origins.append((key, list(COPY_KINDS)[made[key]]))
             made[key] += 1
         vectors.append(copy_vectors)
+    if not origins:  # every sampled file became unreadable since it was embedded
+        return Calibration(threshold, chosen, fingerprint)
     sample = list(made)
     world = copies_world(neighbours, sample, origins, np.concatenate(vectors))
     threshold = world.best_threshold() if threshold is None else threshold

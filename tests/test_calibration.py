@@ -10,7 +10,7 @@ from conftest import save_picture
 from PIL import Image
 from qdrant_client import QdrantClient, models
 
-from imgsim.calibration import CalibrationWorld, calibrate, central_box, relatives_of
+from imgsim.calibration import CalibrationWorld, calibrate, central_box, relatives_of, remove_leftovers
 from imgsim.duplicates import duplicate_groups, exact_duplicate_groups
 from imgsim.embedding import embed_in_batches
 from imgsim.files import find_images
@@ -158,3 +158,19 @@ def test_copies_already_in_the_collection_are_told_from_unrelated_images(stored_
     at_crop_level = world.measure(0.895)
     assert at_crop_level["recall"] == 1.0
     assert at_crop_level["precision"] == 1.0, "a planted crop grouped with the stored crop is no mistake"
+
+
+def test_what_an_earlier_version_left_behind_is_removed_and_said(tmp_path, capsys):
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    for name in ("images", "images_planted"):
+        client.create_collection(name, vectors_config=models.VectorParams(size=2, distance=models.Distance.DOT))
+    save_picture(tmp_path / "report" / "planted_copies" / "resized" / "cool__shot 0.jpg.jpg", 0)
+    save_picture(tmp_path / "report" / "mine" / "keep.jpg", 1)
+
+    remove_leftovers(client, "images", tmp_path / "report")
+
+    assert [collection.name for collection in client.get_collections().collections] == ["images"]
+    assert [path.name for path in (tmp_path / "report").iterdir()] == ["mine"]
+    said = capsys.readouterr().out
+    assert "removed the collection 'images_planted'" in said and "removed the folder" in said
+    client.close()
