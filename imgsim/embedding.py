@@ -8,6 +8,7 @@ per batch on the model's device, then the model runs under `inference_mode` in `
 """
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -74,11 +75,16 @@ def embed_file(path: Path, model, preprocess, device: torch.device, data: bytes 
     return embed_images(model, [loaded], preprocess, device)[0]
 
 
+def read_file(path: Path, preprocess) -> list[LoadedImage]:
+    """What embedding makes of one path by default: the file, read as one image."""
+    return [load_image(path, preprocess)]
+
+
 def embed_in_batches(
-    paths, model, preprocess, device, batch_size: int, workers: int, progress: str | None = "embedding"
+    paths, model, preprocess, device, batch_size: int, workers: int, progress: str | None = "embedding", load=read_file
 ):
     """Iterate the result for (readable images, their vectors) per batch; see `EmbeddingRun`."""
-    return EmbeddingRun(list(paths), model, preprocess, device, batch_size, workers, progress)
+    return EmbeddingRun(list(paths), model, preprocess, device, batch_size, workers, progress, load)
 
 
 @dataclass
@@ -87,6 +93,8 @@ class EmbeddingRun:
 
     Files that cannot be read are not yielded: they collect in `failed`, each with its reason.
     `seconds` is the time spent reading and computing, excluding what the caller does between batches.
+    `load(path, preprocess)` gives the images made from one path: the file itself by default, or the
+    altered copies the calibration makes of it in memory.
     """
 
     paths: list[Path]
@@ -96,22 +104,24 @@ class EmbeddingRun:
     batch_size: int
     workers: int
     progress: str | None
+    load: Callable[[Path, object], list[LoadedImage]] = read_file
     failed: list[LoadedImage] = field(default_factory=list)
     seconds: float = 0.0
 
     def __iter__(self):
-        load = partial(load_image, preprocess=self.preprocess)
+        load = partial(self.load, preprocess=self.preprocess)
         batches = read_in_batches(self.paths, load, self.batch_size, self.workers, reads_while_computing(self.device))
         with tqdm(total=len(self.paths), unit="img", desc=self.progress, disable=self.progress is None) as bar:
             while True:
                 started = time.perf_counter()
-                loaded = next(batches, None)
-                if loaded is None:
+                made = next(batches, None)
+                if made is None:
                     return
+                loaded = [image for images in made for image in images]
                 readable = [image for image in loaded if not image.error]
                 self.failed += [image for image in loaded if image.error]
                 vectors = embed_images(self.model, readable, self.preprocess, self.device) if readable else None
                 self.seconds += time.perf_counter() - started
-                bar.update(len(loaded))
+                bar.update(len(made))
                 if readable:
                     yield readable, vectors

@@ -1,8 +1,11 @@
 """Step 11, the run report: one JSON file that says what a run found, stored, skipped, measured and drew.
 
-Tests and the benchmark read it instead of the notebook's outputs. `Timings` measures the steps.
+Tests and the benchmark read it instead of the notebook's outputs. `Timings` measures the steps. The
+near-duplicate calibration is told here (its text, its report section, its metrics) and saved beside the
+report, to be reused while the collection and the settings are unchanged.
 """
 
+import hashlib
 import json
 import time
 from contextlib import contextmanager
@@ -79,3 +82,94 @@ def write_report(path: Path, report: dict) -> None:
     path.write_text(json.dumps(report, indent=2))
     summary = {key: report[key] for key in ("images_found", "embedded", "points_in_collection", "timings_s")}
     print(f"report written to {path}\n{json.dumps(summary, indent=2)}")
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def calibration_report(calibration) -> dict:
+    """The report's `duplicates.calibration`: the threshold, how it was chosen, and how well it groups the copies."""
+    return {
+        "threshold": rounded(calibration.threshold),
+        "chosen": calibration.chosen,
+        "planted_copies": len(calibration.copy_scores),
+        "sample_images": calibration.sample_images,
+        "precision": rounded(calibration.precision),
+        "recall": rounded(calibration.recall),
+        "recall_by_kind": {kind: round(value, 4) for kind, value in calibration.recall_by_kind.items()},
+        "sample_duplicated_share": rounded(calibration.duplicated_share),
+        "separable": calibration.separable,
+        "seconds": round(calibration.seconds, 3),
+        "reused": calibration.reused,
+    }
+
+
+def duplicates_report(calibration, groups: list[list[str]]) -> dict:
+    """The report's `duplicates` section: the threshold grouped at, the groups, and the calibration."""
+    threshold = rounded(calibration.grouping_threshold)
+    return {
+        "threshold": threshold,
+        "score": "centred cosine",
+        "groups": groups,
+        "calibration": calibration_report(calibration),
+    }
+
+
+def planted_metrics(calibration) -> dict:
+    """The report's metrics on planted copies (empty when none were planted)."""
+    if calibration.precision is None:
+        return {}
+    section = calibration_report(calibration)
+    return {
+        "duplicates_precision": section["precision"],
+        "duplicates_recall": section["recall"],
+        "duplicates_recall_by_kind": section["recall_by_kind"],
+        "planted_copies": section["planted_copies"],
+    }
+
+
+def calibration_text(calibration) -> str:
+    """What the calibration found, in words; NOT SEPARABLE said plainly."""
+    if not calibration.copy_scores:
+        return (
+            f"threshold {calibration.threshold} ({calibration.chosen}); no copies were planted, so it was not checked"
+        )
+    text = (
+        f"threshold {calibration.threshold:.4f} {'given' if calibration.chosen == 'given' else 'chosen'} with "
+        f"{len(calibration.copy_scores)} planted copies of {calibration.sample_images} images"
+        f"{' (reused: collection, model and settings unchanged)' if calibration.reused else ''}: on those copies "
+        f"precision {calibration.precision:.3f}, recall {calibration.recall:.3f}; "
+        f"{calibration.duplicated_share:.1%} of the sampled images look like copies of another stored image"
+    )
+    if calibration.chosen == "auto" and not calibration.separable:
+        from imgsim.calibration import SEPARATES  # the calibration imports this module
+
+        text += (
+            f"\nNOT SEPARABLE: no threshold reaches {SEPARATES:.0%} on both precision and recall. With this model and "
+            "these weights, near-duplicates cannot be told from unrelated images, so no near-duplicate groups are "
+            "formed; only files with identical bytes are grouped."
+        )
+    return text
+
+
+def collection_fingerprint(stored: dict[str, dict], recipe: list) -> str:
+    """Changes when any file or the model changes (from the stored payloads), or anything in `recipe`."""
+    contents = sorted((key, payload.get("sha256"), payload.get("model")) for key, payload in stored.items())
+    return hashlib.sha256(json.dumps([contents, recipe]).encode()).hexdigest()
+
+
+def save_result(path: Path, result: dict) -> None:
+    """Save a result with its `fingerprint` (without `reused`, which only a later run can say)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({name: value for name, value in result.items() if name != "reused"}))
+
+
+def load_saved(path: Path, fingerprint: str) -> dict | None:
+    """The result saved at `path` if it was made for this fingerprint, else None (also for a file that
+    cannot be read: the result is then made again)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint else None

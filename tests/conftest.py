@@ -91,6 +91,14 @@ class NotebookRunner:
         assert error is None, f"notebook failed:\n{error.summary}\n{error.trace}"
         return report
 
+    def collections(self) -> list[str]:
+        """The names of the collections in the Qdrant storage the notebook used."""
+        client = QdrantClient(path=str(self.qdrant_path))
+        try:
+            return sorted(collection.name for collection in client.get_collections().collections)
+        finally:
+            client.close()
+
     def stored_payloads(self, collection: str = "images") -> dict[str, dict]:
         from qdrant_client import QdrantClient
 

@@ -1,0 +1,176 @@
+"""The near-duplicate calibration on drawn collections: many copies, few copies, pure noise; nothing left behind."""
+
+import warnings
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from conftest import save_picture
+from PIL import Image
+from qdrant_client import QdrantClient, models
+
+from imgsim.calibration import CalibrationWorld, calibrate, central_box, relatives_of, remove_leftovers
+from imgsim.duplicates import duplicate_groups, exact_duplicate_groups
+from imgsim.embedding import embed_in_batches
+from imgsim.files import find_images
+from imgsim.model import feature_extractor
+from imgsim.neighbours import open_neighbours
+from imgsim.store import FolderSync, point_id, stored_files
+
+
+def draw_collection(folder, originals: int, with_copies: int) -> dict[str, str]:
+    """Drawn pictures in two labels; the first `with_copies` get a 40 % copy, a JPEG quality-35 copy and a
+    5 % crop (sizes and qualities other than the calibration's own). Returns each image's picture."""
+    picture_of = {}
+    for seed in range(originals):
+        key = f"{'warm' if seed % 2 else 'cool'}/shot {seed}.jpg"
+        save_picture(folder / key, seed, quality=92)
+        picture_of[key] = key
+    (folder / "copies").mkdir()
+    for seed in range(with_copies):
+        original = f"{'warm' if seed % 2 else 'cool'}/shot {seed}.jpg"
+        image = Image.open(folder / original)
+        image.resize((image.width * 2 // 5, image.height * 2 // 5)).save(folder / "copies" / f"smaller {seed}.jpg")
+        image.save(folder / "copies" / f"resaved {seed}.jpg", quality=35)
+        image.crop(central_box(image.size, 0.95)).save(folder / "copies" / f"cropped {seed}.jpg", quality=90)
+        picture_of |= {f"copies/{kind} {seed}.jpg": original for kind in ("smaller", "resaved", "cropped")}
+    return picture_of
+
+
+def save_noise(folder, count: int) -> None:
+    rng = np.random.default_rng(0)
+    for number in range(count):
+        path = folder / ("a" if number % 2 else "b") / f"noise {number}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(path)
+
+
+def calibrate_and_group(tmp_path, folder, model_name: str, source: str):
+    """Index `folder` with random weights, calibrate with no threshold set, and group: (calibration, groups)."""
+    cpu = torch.device("cpu")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IMGSIM_WEIGHTS=none")
+        model, preprocess, weights_id, size = feature_extractor(model_name, "none", cpu)
+    embed = partial(embed_in_batches, model=model, preprocess=preprocess, device=cpu, batch_size=8, workers=2)
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    client.create_collection("images", vectors_config=models.VectorParams(size=size, distance=models.Distance.DOT))
+    sync = FolderSync(client, "images", folder, f"{model_name}/{weights_id}")
+    for images, vectors in embed(find_images(folder), progress=None):
+        payloads = [sync.payload(image) for image in images]
+        ids = [point_id(payload["path"]) for payload in payloads]
+        client.upsert("images", points=models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads))
+    stored = stored_files(client, "images")
+    exact = exact_duplicate_groups(stored)
+    neighbours = open_neighbours(source, client, "images")
+    calibration = calibrate(
+        neighbours,
+        client,
+        "images",
+        folder,
+        embed,
+        stored,
+        sample_size=200,
+        threshold=None,
+        workdir=tmp_path / "report",
+        exact_groups=exact,
+    )
+    pairs, _ = neighbours.pairs_above(calibration.grouping_threshold)
+    collections = [collection.name for collection in client.get_collections().collections]
+    client.close()
+    return calibration, duplicate_groups(neighbours.keys, pairs, exact), collections
+
+
+def pair_precision_and_recall(groups, picture_of: dict[str, str]) -> tuple[float, float]:
+    grouped = [(a, b) for group in groups for n, a in enumerate(group) for b in group[n + 1 :]]
+    right = sum(picture_of[a] == picture_of[b] for a, b in grouped)
+    pictures = list(picture_of.values())
+    true_pairs = sum(pictures.count(picture) * (pictures.count(picture) - 1) // 2 for picture in set(pictures))
+    return right / max(len(grouped), 1), right / true_pairs
+
+
+@pytest.mark.parametrize("model_name, source", [("resnet18", "numpy"), ("resnet34", "qdrant")])
+def test_when_half_the_images_are_copies_the_groups_are_found(tmp_path, model_name, source):
+    folder = tmp_path / "images"
+    picture_of = draw_collection(folder, originals=36, with_copies=12)  # 48 of 72 images in 12 groups
+
+    calibration, groups, collections = calibrate_and_group(tmp_path, folder, model_name, source)
+
+    assert calibration.separable, str(calibration)
+    precision, recall = pair_precision_and_recall(groups, picture_of)
+    assert precision >= 0.9 and recall >= 0.9, (precision, recall, str(calibration))
+    assert calibration.duplicated_share > 0.3, "the sampled images' own copies are recognised as such"
+    assert collections == ["images"], "no scratch collection"
+    on_disk = sorted(path.relative_to(tmp_path).parts[0] for path in tmp_path.rglob("*") if path.is_file())
+    assert set(on_disk) == {"images", "qdrant", "report"}
+    assert [path.name for path in (tmp_path / "report").iterdir()] == ["calibration-images.json"]
+
+
+def test_when_few_images_are_copies_the_groups_are_found(tmp_path):
+    folder = tmp_path / "images"
+    picture_of = draw_collection(folder, originals=60, with_copies=3)
+
+    calibration, groups, _ = calibrate_and_group(tmp_path, folder, "resnet18", "numpy")
+
+    assert calibration.separable, str(calibration)
+    precision, recall = pair_precision_and_recall(groups, picture_of)
+    assert precision >= 0.9 and recall >= 0.9, (precision, recall, str(calibration))
+
+
+def test_pure_noise_is_not_separable(tmp_path):
+    folder = tmp_path / "images"
+    save_noise(folder, 24)
+
+    calibration, groups, _ = calibrate_and_group(tmp_path, folder, "resnet18", "numpy")
+
+    assert calibration.separable is False and calibration.grouping_threshold is None
+    assert groups == []
+    assert "NOT SEPARABLE" in str(calibration)
+
+
+def hand_made_links(stored_copies: int):
+    """Sampled images s0..s9, each with a resized and a cropped copy (scores 0.97 and 0.90 with it), and one
+    unrelated stored neighbour u<n> each (0.80, 0.85 with its resized copy); the first `stored_copies`
+    sampled images also have a weak copy already stored, w<n>: 0.88 with its original, but 0.96 with the
+    planted crop, which it resembles."""
+    sample, truth, kinds, links, copy_scores = [f"s{n}" for n in range(10)], {}, {}, [], []
+    for n, key in enumerate(sample):
+        for kind, score in (("resized", 0.97), ("cropped", 0.90)):
+            copy = f"{kind} copy of {key}"
+            truth[copy], kinds[copy] = key, kind
+            links.append((copy, key, score))
+            copy_scores.append(score)
+        links += [(key, f"u{n}", 0.80), (f"resized copy of {key}", f"u{n}", 0.85)]
+        if n < stored_copies:
+            links += [(key, f"w{n}", 0.88), (f"cropped copy of {key}", f"w{n}", 0.96)]
+    return sample, truth, kinds, links, np.array(copy_scores)
+
+
+@pytest.mark.parametrize("stored_copies", [1, 8])
+def test_copies_already_in_the_collection_are_told_from_unrelated_images(stored_copies):
+    sample, truth, kinds, links, copy_scores = hand_made_links(stored_copies)
+
+    relatives = relatives_of(sample, truth, kinds, links, copy_scores)
+
+    assert relatives == sorted((f"s{n}", f"w{n}") for n in range(stored_copies)), "never an unrelated u<n>"
+    world = CalibrationWorld(sample, truth, kinds, links, copy_scores)
+    assert world.duplicated_share == stored_copies / 10
+    at_crop_level = world.measure(0.895)
+    assert at_crop_level["recall"] == 1.0
+    assert at_crop_level["precision"] == 1.0, "a planted crop grouped with the stored crop is no mistake"
+
+
+def test_what_an_earlier_version_left_behind_is_removed_and_said(tmp_path, capsys):
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    for name in ("images", "images_planted"):
+        client.create_collection(name, vectors_config=models.VectorParams(size=2, distance=models.Distance.DOT))
+    save_picture(tmp_path / "report" / "planted_copies" / "resized" / "cool__shot 0.jpg.jpg", 0)
+    save_picture(tmp_path / "report" / "mine" / "keep.jpg", 1)
+
+    remove_leftovers(client, "images", tmp_path / "report")
+
+    assert [collection.name for collection in client.get_collections().collections] == ["images"]
+    assert [path.name for path in (tmp_path / "report").iterdir()] == ["mine"]
+    said = capsys.readouterr().out
+    assert "removed the collection 'images_planted'" in said and "removed the folder" in said
+    client.close()
