@@ -1,0 +1,672 @@
+"""Measure the notebook's Qdrant server settings on Qdrant's own engine, against exact search.
+
+    python benchmarks/server_settings.py --quick --json out.json   # 1,750 vectors and 20,000 synthetic ones
+    python benchmarks/server_settings.py --json results.json       # 10,500 vectors and 100,000 synthetic ones
+
+No Qdrant server runs on this project's machines, and local mode ignores HNSW and quantization (its search
+is exact). `qdrant-edge-py` runs Qdrant's shard engine in this process: the same HNSW index, int8 scalar
+quantization and rescoring as a server. Its classes are not qdrant-client's, so the settings in
+`imgsim/store.py` (SERVER_COLLECTION, SERVER_SEARCH) are translated field by field, never copied.
+
+The vectors come from the notebook's own pipeline (random weights, as everywhere on these machines): each
+photo of the shared folder read and embedded as the notebook does it; a mild copy of it made in memory (half
+size, JPEG quality 40 or a 5 % crop, the edits the calibration plants: a near-duplicate), read and embedded
+the same way; and several views of it, other pictures for this purpose: each the pooled vector of a window
+of 3 to 5 by 3 to 5 cells of the photo's 7 x 7 last feature map, which is what the model makes of that part
+of the photo, without the cost of another forward pass (embedding 10,000 images takes hours on this shared
+machine). They go into an EdgeShard with the notebook's settings, are indexed, and are measured against
+exact numpy search:
+
+- HNSW recall@10 at the notebook's hnsw_ef (with its rescoring) and at other hnsw_ef values;
+- int8 with and without rescoring: top-10 agreement with exact search and the error of the scores;
+- the near-duplicate pairs found the way the `qdrant` neighbour source finds them (the engine's candidates
+  re-scored centred) against the exact all-pairs path, at a threshold chosen from the exact path's
+  answers, and the threshold that the same choice makes from the engine's answers;
+- index build time, and per-query latency against qdrant-client local mode on the same vectors;
+- load time and resident memory of the shard and of local mode, each opened in a fresh process, with the
+  real vectors and with synthetic ones of the same mean and covariance at 100,000 (20,000 with --quick).
+
+The threshold is not chosen by `imgsim.calibration.calibrate` (which needs files, a client and a scratch
+collection) but by its criterion, applied to every planted copy: the cut where the smaller of precision
+and recall on the planted pairs is largest.
+"""
+
+import argparse
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import qdrant_edge as edge
+import torch
+from PIL import ImageOps
+from qdrant_client import QdrantClient, models
+from run import DEFAULT_IMAGES, ROOT, describe_machine, log, machine_info, print_table, random_model, select_photos
+
+from imgsim.duplicates import centre, score_blocks, similar_pairs, top_columns
+from imgsim.embedding import embed_images
+from imgsim.files import relative_key
+from imgsim.model import RESNETS, default_batch_size, pick_device
+from imgsim.neighbours import CANDIDATES, PAIR_NEIGHBOURS, QUERY_BATCH
+from imgsim.reading import LoadedImage, decode_image, load_image, normalise_pixels, open_image
+from imgsim.store import SERVER_COLLECTION, SERVER_SEARCH, SERVER_UPLOAD
+
+CACHE_DIR = ROOT / "data" / "benchmark_cache"
+TOP_K = 10
+# The notebook's collection on a server: DOT on unit vectors, vectors on disk (its cell passes on_disk=server).
+NOTEBOOK_VECTORS = {"distance": models.Distance.DOT, "on_disk": True}
+# Server defaults that the edge classes need spelled out (qdrant-client leaves them to the server).
+SERVER_DEFAULTS = {"hnsw_config": {"full_scan_threshold": 10_000}}  # KB, Qdrant's default
+HNSW_EF_CURVE = (16, 32, 64, 128, 256, 512)
+# photos, views of each, a mild copy of every `copy_every`-th photo; queries for accuracy and for latency
+QUICK = {"photos": 250, "views": 5, "copy_every": 1, "queries": 500, "latency_queries": 100, "synthetic": 20_000}
+FULL = {"photos": 1_000, "views": 9, "copy_every": 2, "queries": 1_000, "latency_queries": 200, "synthetic": 100_000}
+VIEW_SIDES = (3, 4, 5)  # a view pools a window of 3 to 5 by 3 to 5 cells of the 7 x 7 feature map
+LOCAL_MODE_MEMORY_NEEDED = 12 * 2**30  # local mode's peak while it loads 100,000 2048-d points (README plan)
+# Local mode commits each point to SQLite on its own (one fsync each, about 50 points/s on this VM's disk):
+# it is built on a RAM disk where there is one, so that its build time is qdrant-client's, not the disk's.
+RAM_DISK = "/dev/shm" if Path("/dev/shm").is_dir() else None
+
+
+# --- the notebook's settings, translated to qdrant-edge ---------------------------------------------------
+
+
+def edge_enum(enum_type, client_value):
+    """The qdrant-edge member named like a qdrant-client enum value (DOT -> Dot, int8 -> Int8)."""
+    return getattr(enum_type, str(client_value.value if hasattr(client_value, "value") else client_value).title())
+
+
+def edge_config(size: int, collection: dict = SERVER_COLLECTION, vectors: dict = NOTEBOOK_VECTORS) -> edge.EdgeConfig:
+    """An EdgeConfig with the same settings as a server collection created with `collection` and `vectors`.
+
+    Every field that qdrant-client sets is passed on under the same name (the edge classes keep the client's
+    on_disk and always_ram flags), so a setting added to store.py reaches the shard or fails here loudly.
+    """
+    if unknown := set(collection) - {"hnsw_config", "quantization_config"}:
+        raise ValueError(f"no translation to qdrant-edge for the server setting(s) {sorted(unknown)}")
+    hnsw = SERVER_DEFAULTS["hnsw_config"] | collection["hnsw_config"].model_dump(exclude_none=True)
+    scalar = collection["quantization_config"].scalar.model_dump(exclude_none=True)
+    scalar["type"] = edge_enum(edge.ScalarType, scalar["type"])
+    return edge.EdgeConfig(
+        vectors=edge.EdgeVectorParams(
+            size=size, distance=edge_enum(edge.Distance, vectors["distance"]), on_disk=vectors["on_disk"]
+        ),
+        hnsw_config=edge.HnswIndexConfig(**hnsw),
+        quantization_config=edge.ScalarQuantizationConfig(**scalar),
+    )
+
+
+def edge_search(params: models.SearchParams = SERVER_SEARCH, **changes) -> edge.SearchParams:
+    """Edge SearchParams equal to qdrant-client's `params`, with `changes` (e.g. hnsw_ef=64, rescore=False)."""
+    fields = params.model_dump(exclude_none=True)
+    quantization = fields.pop("quantization", {})
+    for name in ("rescore", "oversampling", "ignore"):
+        if name in changes:
+            quantization[name] = changes.pop(name)
+    fields |= changes
+    return edge.SearchParams(**fields, quantization=edge.QuantizationSearchParams(**quantization))
+
+
+# --- vectors from the notebook's pipeline -------------------------------------------------------------------
+
+
+def view_windows(side: int) -> list[tuple[int, int, int, int]]:
+    """(top, left, height, width) of every window of VIEW_SIDES cells in a side x side feature map."""
+    sides = [length for length in VIEW_SIDES if length < side]
+    return [
+        (top, left, h, w) for h in sides for w in sides for top in range(side - h + 1) for left in range(side - w + 1)
+    ]
+
+
+@torch.inference_mode()
+def feature_maps(model, images, preprocess, device) -> torch.Tensor:
+    """The batch's last feature maps (B x C x 7 x 7 at 224 x 224): what the ResNet's average pool reduces to
+    the notebook's vectors, computed with the notebook's normalisation and memory layout."""
+    pixels = torch.stack([image.pixels for image in images]).to(device)
+    features = normalise_pixels(pixels, preprocess).contiguous(memory_format=torch.channels_last)
+    for layer in list(model.children())[:-2]:  # torchvision ResNet: conv1 ... layer4, then avgpool and fc
+        features = layer(features)
+    return features.float()
+
+
+def pooled(maps: torch.Tensor) -> np.ndarray:
+    """Unit vectors from feature maps, as the model's average pool and the notebook's normalisation make them."""
+    return torch.nn.functional.normalize(maps.mean(dim=(2, 3)), dim=1).cpu().numpy()
+
+
+MILD_COPIES = {  # the edits imgsim/calibration.py plants: (edit, JPEG quality)
+    "resized": (lambda image: image.resize((max(1, image.width // 2), max(1, image.height // 2))), 90),
+    "reencoded": (lambda image: image, 40),
+    "cropped": (lambda image: ImageOps.crop(image, (round(image.width * 0.025), round(image.height * 0.025))), 90),
+}
+
+
+def mild_copy(number: int, path: Path, folder: Path, preprocess) -> LoadedImage:
+    """A near-duplicate of the photo, made in memory (the kinds in turn) and read as the notebook reads a file."""
+    image, _ = open_image(path.read_bytes())
+    kind = list(MILD_COPIES)[number % len(MILD_COPIES)]
+    edit, quality = MILD_COPIES[kind]
+    out = io.BytesIO()
+    edit(image).save(out, "JPEG", quality=quality)
+    return decode_image(out.getvalue(), Path(f"{relative_key(path, folder)}#copy-{kind}"), preprocess)
+
+
+def embed_families(args, counts: dict, device) -> tuple[list[str], np.ndarray]:
+    """Keys and unit vectors of each photo, its views and its mild copy; cached on disk for later runs.
+
+    Photos and copies are read and embedded as the notebook reads and embeds files (the first batch is
+    checked against `embed_images`); a view is the pooled vector of a window of its photo's feature map.
+    """
+    photos = select_photos(args.images, counts["photos"])
+    recipe = json.dumps([str(args.images.resolve()), args.model, counts, VIEW_SIDES, list(MILD_COPIES), "v2"])
+    cache = CACHE_DIR / f"server_settings-{args.model}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}.npz"
+    if cache.exists():
+        saved = np.load(cache)
+        log(f"vectors read from {cache}")
+        return saved["keys"].tolist(), saved["vectors"]
+    model, preprocess, _ = random_model(args.model, device)
+    keys, vectors, started = [], [], time.perf_counter()
+    with ThreadPoolExecutor(args.workers) as pool:
+        for start in range(0, len(photos), args.batch_size):
+            batch = list(enumerate(photos[start : start + args.batch_size], start))
+            loaded = list(pool.map(lambda item: load_image(item[1], preprocess), batch))
+            copies = list(
+                pool.map(lambda item: mild_copy(*item, args.images, preprocess), batch[:: counts["copy_every"]])
+            )
+            if failed := [image for image in loaded + copies if image.error]:
+                raise SystemExit(f"could not read {failed[0].path}: {failed[0].error}")
+            maps = feature_maps(model, loaded, preprocess, device)
+            if start == 0 and not np.allclose(pooled(maps), embed_images(model, loaded, preprocess, device), atol=1e-5):
+                raise SystemExit("pooled feature maps differ from the notebook's vectors: the model is not a ResNet")
+            windows = view_windows(maps.shape[-1])
+            for (number, path), photo_maps in zip(batch, maps, strict=True):
+                chosen = np.random.default_rng(number).permutation(len(windows))[: counts["views"]]
+                views = [
+                    photo_maps[:, top : top + h, left : left + w] for top, left, h, w in (windows[i] for i in chosen)
+                ]
+                key = relative_key(path, args.images)
+                keys += [key] + [f"{key}#view{view}" for view in range(1, len(views) + 1)]
+                vectors += [pooled(photo_maps[None]), *(pooled(view[None]) for view in views)]
+            keys += [str(image.path) for image in copies]
+            vectors.append(embed_images(model, copies, preprocess, device))
+            if (start // args.batch_size) % 25 == 0:
+                rate = (start + len(batch)) / (time.perf_counter() - started)
+                log(f"embedded {start + len(batch):,} of {len(photos):,} photos and their copies ({rate:.1f} photos/s)")
+    vectors = np.concatenate(vectors)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, keys=np.array(keys), vectors=vectors)
+    log(f"{len(keys):,} vectors cached in {cache}")
+    return keys, vectors
+
+
+def planted_pairs(keys: list[str]) -> set[tuple[int, int]]:
+    """(photo row, its mild copy's row) for every photo."""
+    rows = {key: row for row, key in enumerate(keys)}
+    return {tuple(sorted((rows[key.split("#")[0]], row))) for row, key in enumerate(keys) if "#copy-" in key}
+
+
+def synthetic_like(vectors: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """`count` unit vectors drawn from a Gaussian with the mean and covariance of `vectors`, normalised."""
+    mean = vectors.mean(axis=0, dtype=np.float64)
+    spread = np.cov(vectors, rowvar=False, dtype=np.float64)
+    values, axes = np.linalg.eigh(spread)
+    scale = (axes * np.sqrt(np.clip(values, 0, None))).T.astype(np.float32)
+    rng, made = np.random.default_rng(seed), []
+    for start in range(0, count, 10_000):
+        block = rng.standard_normal((min(10_000, count - start), len(mean)), dtype=np.float32) @ scale + mean
+        made.append((block / np.linalg.norm(block, axis=1, keepdims=True)).astype(np.float32))
+    return np.concatenate(made)
+
+
+def spread_of(vectors: np.ndarray, sample: int = 1_000) -> dict:
+    """How tightly the vectors crowd: raw scores with the mean direction, with the nearest and with any other."""
+    pool = vectors[:20_000]
+    rows = np.random.default_rng(1).permutation(len(pool))[:sample]
+    scores = pool[rows] @ pool.T
+    scores[np.arange(len(rows)), rows] = -np.inf
+    mean = vectors.mean(axis=0)
+    return {
+        "score_with_mean_direction": float(np.mean(pool[rows] @ (mean / np.linalg.norm(mean)))),
+        "nearest_raw_score_median": float(np.median(scores.max(axis=1))),
+        "raw_score_median": float(np.median(scores[np.isfinite(scores)])),
+    }
+
+
+# --- the engine and local mode ------------------------------------------------------------------------------
+
+
+def build_shard(path: Path, vectors: np.ndarray, keys: list[str] | None = None) -> tuple[edge.EdgeShard, dict]:
+    """An EdgeShard at `path` with the notebook's settings, filled in upload-sized batches and indexed."""
+    shard = edge.EdgeShard.create(str(path), edge_config(vectors.shape[1]))
+    batch_size, upserted = SERVER_UPLOAD["batch_size"], 0.0
+    for start in range(0, len(vectors), batch_size):
+        rows = range(start, min(start + batch_size, len(vectors)))
+        points = [edge.Point(row, vectors[row].tolist(), {"path": keys[row] if keys else str(row)}) for row in rows]
+        started = time.perf_counter()
+        shard.update(edge.UpdateOperation.upsert_points(points))
+        upserted += time.perf_counter() - started
+    started = time.perf_counter()
+    shard.optimize()
+    indexed = time.perf_counter() - started
+    info = shard.info()
+    return shard, {
+        "upsert_s": upserted,
+        "index_s": indexed,
+        "segments": info.segments_count,
+        "indexed_vectors": info.indexed_vectors_count,
+        "points": info.points_count,
+    }
+
+
+def build_local(path: Path, vectors: np.ndarray) -> dict:
+    """A local-mode collection at `path` filled as the notebook fills it (upsert, batch by batch)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Local mode is not recommended")
+        client = QdrantClient(path=str(path))
+        size = vectors.shape[1]
+        params = models.VectorParams(size=size, distance=NOTEBOOK_VECTORS["distance"], on_disk=False)
+        client.create_collection("images", vectors_config=params)
+        started = time.perf_counter()
+        for start in range(0, len(vectors), 256):
+            rows = range(start, min(start + 256, len(vectors)))
+            batch = models.Batch(
+                ids=list(rows),
+                vectors=vectors[rows.start : rows.stop].tolist(),
+                payloads=[{"path": str(row)} for row in rows],
+            )
+            client.upsert("images", points=batch)
+        upserted = time.perf_counter() - started
+        client.close()
+    return {"upsert_s": upserted}
+
+
+def engine_answers(shard, queries: np.ndarray, params, limit: int, leave_out=None) -> list[list[tuple[int, float]]]:
+    """(row, engine score) of each query's `limit` best, asked in batches; a query's own row is left out."""
+    found = []
+    for start in range(0, len(queries), QUERY_BATCH):
+        requests = [
+            edge.QueryRequest(
+                limit=limit + (leave_out is not None),
+                query=edge.Query.Nearest(query.tolist()),
+                params=params,
+                with_payload=False,
+                with_vector=False,
+            )
+            for query in queries[start : start + QUERY_BATCH]
+        ]
+        for number, points in enumerate(shard.query_batch(edge.QueryBatchRequest(requests)), start):
+            own = None if leave_out is None else int(leave_out[number])
+            found.append([(int(point.id), point.score) for point in points if point.id != own][:limit])
+    return found
+
+
+def exact_top(vectors: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
+    scores = vectors[rows] @ vectors.T
+    scores[np.arange(len(rows)), rows] = -np.inf
+    return top_columns(scores, count)
+
+
+def agreement(vectors: np.ndarray, rows: np.ndarray, truth: np.ndarray, found) -> dict:
+    """Share of the exact top-10 that the engine returned, and how far its scores are from exact ones."""
+    hits, errors, spreads = [], [], []
+    for query, exact, answers in zip(rows, truth, found, strict=True):
+        hits.append(len(set(exact.tolist()) & {row for row, _ in answers}) / len(exact))
+        ids = np.array([row for row, _ in answers], dtype=int)
+        errors += np.abs(np.array([score for _, score in answers]) - vectors[ids] @ vectors[query]).tolist()
+        exact_scores = vectors[exact] @ vectors[query]
+        spreads.append(exact_scores[0] - exact_scores[-1])
+    errors = np.array(errors)
+    return {
+        "top10_agreement": float(np.mean(hits)),
+        "score_error_mean": float(errors.mean()),
+        "score_error_max": float(errors.max()),
+        "top10_score_spread_median": float(np.median(spreads)),
+    }
+
+
+def latencies_ms(ask, queries: np.ndarray) -> dict:
+    for query in queries[:3]:
+        ask(query)
+    spent = []
+    for query in queries:
+        started = time.perf_counter()
+        ask(query)
+        spent.append(time.perf_counter() - started)
+    spent = np.array(spent) * 1000
+    return {"query_p50_ms": float(np.percentile(spent, 50)), "query_p95_ms": float(np.percentile(spent, 95))}
+
+
+def memory_kb() -> dict:
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {name: int(fields[name].split()[0]) for name in ("VmRSS", "RssAnon", "RssFile", "VmHWM")}
+
+
+def open_and_query(kind: str, path: str, queries_file: str) -> dict:
+    """Open the store at `path` and query it; load time, latency, and what that added to memory (MB)."""
+    queries = np.load(queries_file)
+    before = memory_kb()
+    started = time.perf_counter()
+    if kind == "edge":
+        shard, params = edge.EdgeShard.load(path), edge_search()
+
+        def ask(query):
+            return shard.query(edge.QueryRequest(limit=TOP_K, query=edge.Query.Nearest(query.tolist()), params=params))
+    else:
+        warnings.filterwarnings("ignore", message="Local mode is not recommended")
+        client = QdrantClient(path=path)
+
+        def ask(query):
+            return client.query_points("images", query=query.tolist(), limit=TOP_K).points
+
+    loaded_s = time.perf_counter() - started
+    loaded = memory_kb()
+    timed = latencies_ms(ask, queries)
+    after = memory_kb()
+    return {
+        "load_s": loaded_s,
+        **timed,
+        "rss_after_load_mb": (loaded["VmRSS"] - before["VmRSS"]) / 1024,
+        "rss_after_queries_mb": (after["VmRSS"] - before["VmRSS"]) / 1024,
+        "anon_after_queries_mb": (after["RssAnon"] - before["RssAnon"]) / 1024,
+        "file_after_queries_mb": (after["RssFile"] - before["RssFile"]) / 1024,
+        "peak_mb": (after["VmHWM"] - before["VmRSS"]) / 1024,
+    }
+
+
+def in_fresh_process(kind: str, path: Path, queries: np.ndarray) -> dict:
+    """`open_and_query` in a new Python process, so that what it adds to memory is the store's alone."""
+    queries_file = path.parent / f"{path.name}-queries.npy"
+    np.save(queries_file, queries)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        measured = pool.submit(open_and_query, kind, str(path), str(queries_file)).result()
+    return measured | {"disk_mb": disk_bytes(path) / 2**20}
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes the store takes on disk, its write-ahead log (preallocated, emptied as it goes) left out."""
+    files = (f for f in path.rglob("*") if f.is_file() and "wal" not in f.relative_to(path).parts)
+    return sum(f.stat().st_blocks * 512 for f in files)
+
+
+def memory_available() -> int:
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return int(fields["MemAvailable"].split()[0]) * 1024
+
+
+# --- near-duplicates -----------------------------------------------------------------------------------------
+
+
+def exact_links(centred: np.ndarray) -> dict[tuple[int, int], float]:
+    """Each image's PAIR_NEIGHBOURS nearest others by centred score, as the exact path sees them."""
+    links = {}
+    for rows, scores in score_blocks(centred, block_rows=512):
+        for row, columns in zip(rows, top_columns(scores, PAIR_NEIGHBOURS), strict=True):
+            links |= {tuple(sorted((int(row), int(col)))): float(scores[row - rows[0], col]) for col in columns}
+    return links
+
+
+def engine_links(shard, vectors: np.ndarray, centred: np.ndarray) -> tuple[dict[tuple[int, int], float], float]:
+    """The `qdrant` neighbour source's method: the engine's PAIR_NEIGHBOURS x CANDIDATES candidates per image,
+    re-scored centred, the best PAIR_NEIGHBOURS kept. The candidates' vectors are the stored float32 ones
+    (checked in `run`), so they are taken from `vectors` rather than sent back by the engine."""
+    started, links = time.perf_counter(), {}
+    rows = np.arange(len(vectors))
+    answers = engine_answers(shard, vectors, edge_search(), PAIR_NEIGHBOURS * CANDIDATES, leave_out=rows)
+    for row, found in zip(rows, answers, strict=True):
+        ids = np.array([other for other, _ in found], dtype=int)
+        scores = centred[ids] @ centred[row]
+        for i in np.argsort(-scores)[:PAIR_NEIGHBOURS]:
+            links[tuple(sorted((int(row), int(ids[i]))))] = float(scores[i])
+    return links, time.perf_counter() - started
+
+
+def best_threshold(links: dict[tuple[int, int], float], planted: set[tuple[int, int]]) -> dict:
+    """The calibration's criterion on every planted copy: the cut where min(precision, recall) is largest
+    (ties: the middle of the best run), precision and recall counted on the planted pairs among `links`."""
+    pairs = sorted(links, key=links.get, reverse=True)
+    scores = np.array([links[pair] for pair in pairs])
+    right = np.cumsum([pair in planted for pair in pairs])  # planted pairs among the best 1, 2, ... links
+    precision, recall = right / np.arange(1, len(pairs) + 1), right / len(planted)
+    quality = np.round(np.minimum(precision, recall), 6)
+    best = np.flatnonzero(quality == quality.max())
+    cut = best[len(best) // 2]  # the best `cut + 1` links are kept
+    below = scores[cut + 1] if cut + 1 < len(scores) else scores[cut] - 1e-3
+    return {
+        "threshold": float((scores[cut] + below) / 2),
+        "precision": float(precision[cut]),
+        "recall": float(recall[cut]),
+    }
+
+
+def pairs_at(links: dict[tuple[int, int], float], threshold: float) -> set[tuple[int, int]]:
+    return {pair for pair, score in links.items() if score >= threshold}
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def duplicates(shard, vectors: np.ndarray, planted: set) -> dict:
+    centred = centre(vectors, vectors.mean(axis=0))
+    exact_choice = best_threshold(exact_links(centred), planted)
+    threshold = exact_choice["threshold"]
+    exact_pairs = {(i, j) for i, j, _ in similar_pairs(centred, threshold)[0]}  # ExactNeighbours.pairs_above
+    links, engine_s = engine_links(shard, vectors, centred)
+    engine_choice = best_threshold(links, planted)
+    engine_pairs = pairs_at(links, threshold)
+    own_threshold_pairs = pairs_at(links, engine_choice["threshold"])
+    return {
+        "threshold_from_exact": exact_choice,
+        "threshold_from_engine": engine_choice,
+        "exact_pairs": len(exact_pairs),
+        "engine_pairs": len(engine_pairs),
+        "pairs_jaccard": jaccard(exact_pairs, engine_pairs),
+        "pairs_jaccard_each_own_threshold": jaccard(exact_pairs, own_threshold_pairs),
+        "planted_pairs": len(planted),
+        "planted_found_exact": len(exact_pairs & planted),
+        "planted_found_engine": len(engine_pairs & planted),
+        "engine_scan_s": engine_s,
+    }
+
+
+# --- the run -----------------------------------------------------------------------------------------------
+
+
+def accuracy(shard, vectors: np.ndarray, rows: np.ndarray) -> dict:
+    """Top-10 agreement and score error of the engine against exact search, setting by setting."""
+    truth = exact_top(vectors, rows, TOP_K)
+    queries = vectors[rows]
+
+    def measure(**changes) -> dict:
+        return agreement(vectors, rows, truth, engine_answers(shard, queries, edge_search(**changes), TOP_K, rows))
+
+    notebook_ef = SERVER_SEARCH.hnsw_ef
+    return {
+        "curve": {ef: measure(hnsw_ef=ef)["top10_agreement"] for ef in sorted({*HNSW_EF_CURVE, notebook_ef})},
+        "rescored": measure(),
+        "unrescored": measure(rescore=False),
+        "float_hnsw": measure(ignore=True),
+        "exact_int8_rescored": measure(exact=True),
+        "exact_int8_unrescored": measure(exact=True, rescore=False),
+    }
+
+
+def stores(folders: tuple[Path, Path], name: str, built: dict, vectors, queries: np.ndarray, local: bool) -> dict:
+    """The closed shard folders[0]/name opened in a fresh process; the same for local mode, built in folders[1]."""
+    shard_folder, local_folder = folders
+    result = {"points": len(vectors), "edge_build": built}
+    result["edge"] = in_fresh_process("edge", shard_folder / name, queries)
+    if local:
+        result["local_build"] = build_local(local_folder / name, vectors)
+        result["local"] = in_fresh_process("local", local_folder / name, queries)
+        shutil.rmtree(local_folder / name)
+    else:
+        result["local_skipped"] = "not enough free memory for local mode's peak while it loads"
+    return result
+
+
+def run(args, device) -> dict:
+    counts = QUICK if args.quick else FULL
+    keys, vectors = embed_families(args, counts, device)
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.permutation(len(vectors))[: counts["queries"]])
+    latency_queries = vectors[rng.permutation(len(vectors))[: counts["latency_queries"]]]
+    copies = sum("#copy-" in key for key in keys)
+    results = {"points": len(vectors), "photos": counts["photos"], "views_per_photo": counts["views"], "copies": copies}
+    with (
+        tempfile.TemporaryDirectory(prefix="server_settings-") as scratch,
+        tempfile.TemporaryDirectory(prefix="server_settings-", dir=RAM_DISK) as ram_scratch,
+    ):
+        folder, folders = Path(scratch), (Path(scratch), Path(ram_scratch))
+        log(f"engine: {len(vectors):,} vectors into an EdgeShard with the notebook's settings")
+        shard, built = build_shard(folder / "real", vectors, keys)
+        returned = shard.retrieve(rows[:20].tolist(), with_payload=False, with_vector=True)
+        results["returned_vector_max_difference"] = float(
+            max(np.abs(np.array(record.vector) - vectors[int(record.id)]).max() for record in returned)
+        )
+        log(f"accuracy against exact search on {len(rows):,} queries, setting by setting")
+        results["accuracy"] = accuracy(shard, vectors, rows)
+        log(f"near-duplicates: the qdrant neighbour method over all {len(vectors):,} images against exact pairs")
+        results["duplicates"] = duplicates(shard, vectors, planted_pairs(keys))
+        shard.close()
+        log("load time, latency and memory of the shard and of local mode, each opened in a fresh process")
+        results["stores"] = {"real": stores(folders, "real", built, vectors, latency_queries, local=True)}
+        shutil.rmtree(folder / "real")
+        synthetic = synthetic_like(vectors, counts["synthetic"])
+        results["spread"] = {"real": spread_of(vectors), "synthetic": spread_of(synthetic)}
+        log(f"synthetic: {len(synthetic):,} vectors of the same mean and covariance into an EdgeShard")
+        shard, built = build_shard(folder / "synthetic", synthetic)
+        synthetic_rows = np.sort(rng.permutation(len(synthetic))[: counts["queries"]])
+        truth = exact_top(synthetic, synthetic_rows, TOP_K)
+        found = engine_answers(shard, synthetic[synthetic_rows], edge_search(), TOP_K, synthetic_rows)
+        results["synthetic_accuracy"] = agreement(synthetic, synthetic_rows, truth, found)
+        shard.close()
+        local = args.quick or memory_available() > LOCAL_MODE_MEMORY_NEEDED
+        log(f"synthetic: load time, latency and memory{' (and local mode)' * local}")
+        queries = synthetic[rng.permutation(len(synthetic))[: counts["latency_queries"]]]
+        results["stores"]["synthetic"] = stores(folders, "synthetic", built, synthetic, queries, local)
+    results |= {
+        "hnsw_recall_at_10": results["accuracy"]["rescored"]["top10_agreement"],
+        "rescored_top10_agreement": results["accuracy"]["rescored"]["top10_agreement"],
+        "unrescored_top10_agreement": results["accuracy"]["unrescored"]["top10_agreement"],
+        "duplicate_pairs_jaccard": results["duplicates"]["pairs_jaccard"],
+    }
+    return results
+
+
+def report(args, machine: dict, results: dict) -> None:
+    print(describe_machine(machine))
+    print(
+        f"Engine: {results['engine']}; model {args.model} (random weights), {results['points']:,} vectors "
+        f"({results['photos']} photos, {results['views_per_photo']} views of each, {results['copies']} mild copies)"
+    )
+    build = results["stores"]["real"]["edge_build"]
+    unindexed = " (the rest lie in segments below the indexing threshold: searched exactly, as on a server)"
+    print(
+        f"Shard: {build['segments']} segments, {build['indexed_vectors']:,} of {build['points']:,} vectors in HNSW "
+        f"graphs{unindexed * (build['indexed_vectors'] < build['points'])}; returned vectors differ from the stored "
+        f"ones by at most {results['returned_vector_max_difference']:.1e}\n"
+    )
+    notebook = f"hnsw_ef={SERVER_SEARCH.hnsw_ef}, rescore, oversampling={SERVER_SEARCH.quantization.oversampling}"
+    accuracy_ = results["accuracy"]
+    rows = [[f"HNSW hnsw_ef={ef}, int8, rescored", f"{value:.4f}", "", ""] for ef, value in accuracy_["curve"].items()]
+    for name, label in (
+        ("rescored", f"notebook's settings ({notebook})"),
+        ("unrescored", f"the same without rescoring (hnsw_ef={SERVER_SEARCH.hnsw_ef})"),
+        ("float_hnsw", f"HNSW alone, quantization ignored (hnsw_ef={SERVER_SEARCH.hnsw_ef})"),
+        ("exact_int8_rescored", "exact search over int8, rescored"),
+        ("exact_int8_unrescored", "exact search over int8, not rescored"),
+    ):
+        measured = accuracy_[name]
+        rows.append(
+            [
+                label,
+                f"{measured['top10_agreement']:.4f}",
+                f"{measured['score_error_mean']:.2e}",
+                f"{measured['score_error_max']:.2e}",
+            ]
+        )
+    print_table(["top-10 against exact search", "agreement", "score error mean", "max"], rows)
+    spread = accuracy_["rescored"]["top10_score_spread_median"]
+    print(f"(exact scores of a query's 1st and 10th neighbours differ by {spread:.2e}, median)\n")
+    dup = results["duplicates"]
+    exact_t, engine_t = dup["threshold_from_exact"], dup["threshold_from_engine"]
+    print(
+        f"Near-duplicates at the threshold chosen from exact answers, {exact_t['threshold']:.4f} "
+        f"(planted pairs: precision {exact_t['precision']:.3f}, recall {exact_t['recall']:.3f}):"
+    )
+    print(
+        f"  exact all-pairs {dup['exact_pairs']:,} pairs, engine + centred re-scoring {dup['engine_pairs']:,}; "
+        f"Jaccard {dup['pairs_jaccard']:.4f}; planted found {dup['planted_found_exact']}/{dup['planted_pairs']} "
+        f"and {dup['planted_found_engine']}/{dup['planted_pairs']}"
+    )
+    print(
+        f"  threshold chosen from the engine's answers: {engine_t['threshold']:.4f} (precision "
+        f"{engine_t['precision']:.3f}, recall {engine_t['recall']:.3f}); pairs at each path's own threshold: "
+        f"Jaccard {dup['pairs_jaccard_each_own_threshold']:.4f}; engine scan {dup['engine_scan_s']:.1f} s\n"
+    )
+    rows = []
+    for name, store_set in results["stores"].items():
+        points = f"{store_set['points']:,} {name}"
+        built = store_set["edge_build"]
+        for kind, label in (("edge", "Qdrant Edge (notebook's settings)"), ("local", "qdrant-client local mode")):
+            if kind not in store_set:
+                rows.append([points, label, "not measured: " + store_set["local_skipped"], "", "", "", "", ""])
+                continue
+            measured = store_set[kind]
+            build_s = built["upsert_s"] + built["index_s"] if kind == "edge" else store_set["local_build"]["upsert_s"]
+            index = f" (index {built['index_s']:.1f})" if kind == "edge" else ""
+            rows.append(
+                [
+                    points,
+                    label,
+                    f"{build_s:.1f}{index}",
+                    f"{measured['load_s']:.2f}",
+                    f"{measured['query_p50_ms']:.2f}",
+                    f"{measured['query_p95_ms']:.2f}",
+                    f"{measured['anon_after_queries_mb']:.0f} + {measured['file_after_queries_mb']:.0f}",
+                    f"{measured['disk_mb']:.0f}",
+                ]
+            )
+    print_table(
+        ["vectors", "store", "build s", "load s", "top-10 p50 ms", "p95 ms", "RSS MB (anon + file)", "disk MB"], rows
+    )
+    print(f"\nspread (raw scores): {json.dumps(results['spread'])}")
+    print(f"synthetic recall@10 at the notebook's settings: {results['synthetic_accuracy']['top10_agreement']:.4f}")
+    print(f"\nwall time {results['wall_s']:.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer photos, views and synthetic vectors")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results to this JSON file")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of photos")
+    parser.add_argument("--model", default="resnet50", choices=RESNETS)
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="image reading threads")
+    args = parser.parse_args()
+    device = pick_device("auto")
+    args.batch_size = default_batch_size(device)
+    machine = machine_info(device)
+    started = time.perf_counter()
+    results = {"engine": f"qdrant-edge-py {version('qdrant-edge-py')} (Qdrant's shard engine, in-process)"}
+    results |= run(args, device)
+    results["wall_s"] = time.perf_counter() - started
+    report(args, machine, results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        config = {"model": args.model, "quick": args.quick, "torch_threads": torch.get_num_threads()}
+        args.json.write_text(json.dumps({"machine": machine, "config": config, **results}, indent=2))
+        print(f"results written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
