@@ -58,7 +58,7 @@ from imgsim.files import relative_key
 from imgsim.model import RESNETS, default_batch_size, pick_device
 from imgsim.neighbours import CANDIDATES, PAIR_NEIGHBOURS, QUERY_BATCH
 from imgsim.reading import LoadedImage, decode_image, load_image, normalise_pixels, open_image
-from imgsim.store import SERVER_COLLECTION, SERVER_SEARCH, SERVER_UPLOAD
+from imgsim.store import INT8_QUANTIZATION, INT8_SEARCH, SERVER_COLLECTION, SERVER_SEARCH, SERVER_UPLOAD
 
 CACHE_DIR = ROOT / "data" / "benchmark_cache"
 TOP_K = 10
@@ -66,6 +66,9 @@ TOP_K = 10
 NOTEBOOK_VECTORS = {"distance": models.Distance.DOT, "on_disk": True}
 # Server defaults that the edge classes need spelled out (qdrant-client leaves them to the server).
 SERVER_DEFAULTS = {"hnsw_config": {"full_scan_threshold": 10_000}}  # KB, Qdrant's default
+# The alternative that store.py describes: int8 scalar quantization in RAM, every query rescored.
+INT8_COLLECTION = SERVER_COLLECTION | {"quantization_config": INT8_QUANTIZATION}
+INT8_PARAMS = SERVER_SEARCH.model_copy(update={"quantization": INT8_SEARCH})
 HNSW_EF_CURVE = (16, 32, 64, 128, 256, 512)
 OVERSAMPLING_CURVE = (1.0, 2.0, 4.0, 8.0, 16.0)
 # photos, views of each, a mild copy of every `copy_every`-th photo; queries for accuracy and for latency
@@ -97,26 +100,28 @@ def edge_config(size: int, collection: dict = SERVER_COLLECTION, vectors: dict =
     if unknown := set(collection) - {"hnsw_config", "quantization_config"}:
         raise ValueError(f"no translation to qdrant-edge for the server setting(s) {sorted(unknown)}")
     hnsw = SERVER_DEFAULTS["hnsw_config"] | collection["hnsw_config"].model_dump(exclude_none=True)
-    scalar = collection["quantization_config"].scalar.model_dump(exclude_none=True)
-    scalar["type"] = edge_enum(edge.ScalarType, scalar["type"])
+    quantization = None
+    if "quantization_config" in collection:
+        scalar = collection["quantization_config"].scalar.model_dump(exclude_none=True)
+        quantization = edge.ScalarQuantizationConfig(**scalar | {"type": edge_enum(edge.ScalarType, scalar["type"])})
     return edge.EdgeConfig(
         vectors=edge.EdgeVectorParams(
             size=size, distance=edge_enum(edge.Distance, vectors["distance"]), on_disk=vectors["on_disk"]
         ),
         hnsw_config=edge.HnswIndexConfig(**hnsw),
-        quantization_config=edge.ScalarQuantizationConfig(**scalar),
+        quantization_config=quantization,
     )
 
 
 def edge_search(params: models.SearchParams = SERVER_SEARCH, **changes) -> edge.SearchParams:
     """Edge SearchParams equal to qdrant-client's `params`, with `changes` (e.g. hnsw_ef=64, rescore=False)."""
     fields = params.model_dump(exclude_none=True)
-    quantization = fields.pop("quantization", {})
+    quantization = fields.pop("quantization", None)
     for name in ("rescore", "oversampling", "ignore"):
         if name in changes:
-            quantization[name] = changes.pop(name)
+            quantization = (quantization or {}) | {name: changes.pop(name)}
     fields |= changes
-    return edge.SearchParams(**fields, quantization=edge.QuantizationSearchParams(**quantization))
+    return edge.SearchParams(**fields, quantization=quantization and edge.QuantizationSearchParams(**quantization))
 
 
 # --- vectors from the notebook's pipeline -------------------------------------------------------------------
@@ -247,9 +252,9 @@ def spread_of(vectors: np.ndarray, sample: int = 1_000) -> dict:
 # --- the engine and local mode ------------------------------------------------------------------------------
 
 
-def build_shard(path: Path, vectors: np.ndarray, keys: list[str] | None = None) -> tuple[edge.EdgeShard, dict]:
-    """An EdgeShard at `path` with the notebook's settings, filled in upload-sized batches and indexed."""
-    shard = edge.EdgeShard.create(str(path), edge_config(vectors.shape[1]))
+def build_shard(path: Path, vectors: np.ndarray, keys=None, collection: dict = SERVER_COLLECTION):
+    """An EdgeShard at `path` with a server collection's settings, filled in upload-sized batches and indexed."""
+    shard = edge.EdgeShard.create(str(path), edge_config(vectors.shape[1], collection))
     batch_size, upserted = SERVER_UPLOAD["batch_size"], 0.0
     for start in range(0, len(vectors), batch_size):
         rows = range(start, min(start + batch_size, len(vectors)))
@@ -359,7 +364,7 @@ def open_and_query(kind: str, path: str, queries_file: str) -> dict:
     before = memory_kb()
     started = time.perf_counter()
     if kind == "edge":
-        shard, params = edge.EdgeShard.load(path), edge_search()
+        shard, params = edge.EdgeShard.load(path), edge_search(INT8_PARAMS if "int8" in path else SERVER_SEARCH)
 
         def ask(query):
             return shard.query(edge.QueryRequest(limit=TOP_K, query=edge.Query.Nearest(query.tolist()), params=params))
@@ -412,13 +417,13 @@ def exact_links(centred: np.ndarray) -> dict[tuple[int, int], float]:
     return links
 
 
-def engine_links(shard, vectors: np.ndarray, centred: np.ndarray) -> tuple[dict[tuple[int, int], float], float]:
+def engine_links(shard, params, vectors: np.ndarray, centred: np.ndarray) -> tuple[dict, float]:
     """The `qdrant` neighbour source's method: the engine's PAIR_NEIGHBOURS x CANDIDATES candidates per image,
     re-scored centred, the best PAIR_NEIGHBOURS kept. The candidates' vectors are the stored float32 ones
     (checked in `run`), so they are taken from `vectors` rather than sent back by the engine."""
     started, links = time.perf_counter(), {}
     rows = np.arange(len(vectors))
-    answers = engine_answers(shard, vectors, edge_search(), PAIR_NEIGHBOURS * CANDIDATES, leave_out=rows)
+    answers = engine_answers(shard, vectors, params, PAIR_NEIGHBOURS * CANDIDATES, leave_out=rows)
     for row, found in zip(rows, answers, strict=True):
         ids = np.array([other for other, _ in found], dtype=int)
         scores = centred[ids] @ centred[row]
@@ -453,62 +458,74 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
-def duplicates(shard, vectors: np.ndarray, planted: set) -> dict:
+def duplicates(vectors: np.ndarray, planted: set, engines: dict) -> dict:
+    """Pairs at the threshold chosen from exact answers: the exact all-pairs path, and each engine's
+    (name: (shard, search params)) candidates re-scored centred; and the threshold each one's answers choose."""
     centred = centre(vectors, vectors.mean(axis=0))
     exact_choice = best_threshold(exact_links(centred), planted)
     threshold = exact_choice["threshold"]
     exact_pairs = {(i, j) for i, j, _ in similar_pairs(centred, threshold)[0]}  # ExactNeighbours.pairs_above
-    links, engine_s = engine_links(shard, vectors, centred)
-    engine_choice = best_threshold(links, planted)
-    engine_pairs = pairs_at(links, threshold)
-    own_threshold_pairs = pairs_at(links, engine_choice["threshold"])
-    return {
+    result = {
         "threshold_from_exact": exact_choice,
-        "threshold_from_engine": engine_choice,
         "exact_pairs": len(exact_pairs),
-        "engine_pairs": len(engine_pairs),
-        "pairs_jaccard": jaccard(exact_pairs, engine_pairs),
-        "pairs_jaccard_each_own_threshold": jaccard(exact_pairs, own_threshold_pairs),
         "planted_pairs": len(planted),
         "planted_found_exact": len(exact_pairs & planted),
-        "planted_found_engine": len(engine_pairs & planted),
-        "engine_scan_s": engine_s,
     }
+    for name, (shard, params) in engines.items():
+        links, engine_s = engine_links(shard, params, vectors, centred)
+        engine_choice = best_threshold(links, planted)
+        engine_pairs = pairs_at(links, threshold)
+        result[name] = {
+            "threshold_from_engine": engine_choice,
+            "engine_pairs": len(engine_pairs),
+            "pairs_jaccard": jaccard(exact_pairs, engine_pairs),
+            "pairs_jaccard_each_own_threshold": jaccard(exact_pairs, pairs_at(links, engine_choice["threshold"])),
+            "planted_found_engine": len(engine_pairs & planted),
+            "engine_scan_s": engine_s,
+        }
+    return result
 
 
 # --- the run -----------------------------------------------------------------------------------------------
 
 
-def accuracy(shard, vectors: np.ndarray, rows: np.ndarray) -> dict:
-    """Top-10 agreement and score error of the engine against exact search, setting by setting."""
+def accuracy(shard, int8_shard, vectors: np.ndarray, rows: np.ndarray) -> dict:
+    """Top-10 agreement and score error against exact search: the notebook's settings, and int8 quantization."""
     truth = exact_top(vectors, rows, TOP_K)
     queries = vectors[rows]
 
-    def measure(**changes) -> dict:
-        return agreement(vectors, rows, truth, engine_answers(shard, queries, edge_search(**changes), TOP_K, rows))
+    def measure(on, params, **changes) -> dict:
+        return agreement(vectors, rows, truth, engine_answers(on, queries, edge_search(params, **changes), TOP_K, rows))
 
-    def timed(**changes) -> dict:
+    def timed(on, params, **changes) -> dict:
         started = time.perf_counter()
-        measured = measure(**changes)
+        measured = measure(on, params, **changes)
         return measured | {"batched_ms_per_query": (time.perf_counter() - started) * 1000 / len(rows)}
 
-    notebook = (SERVER_SEARCH.hnsw_ef, SERVER_SEARCH.quantization.oversampling)
+    efs, oversampling = (
+        sorted({*HNSW_EF_CURVE, SERVER_SEARCH.hnsw_ef}),
+        sorted({*OVERSAMPLING_CURVE, INT8_SEARCH.oversampling}),
+    )
     return {
-        "curve": {ef: measure(hnsw_ef=ef)["top10_agreement"] for ef in sorted({*HNSW_EF_CURVE, notebook[0]})},
-        "oversampling_curve": {x: timed(oversampling=x) for x in sorted({*OVERSAMPLING_CURVE, notebook[1]})},
-        "rescored": measure(),
-        "unrescored": measure(rescore=False),
-        "float_hnsw": measure(ignore=True),
-        "exact": measure(exact=True),
+        "curve": {ef: measure(shard, SERVER_SEARCH, hnsw_ef=ef)["top10_agreement"] for ef in efs},
+        "notebook": timed(shard, SERVER_SEARCH),
+        "exact": measure(shard, SERVER_SEARCH, exact=True),
+        "int8_rescored": measure(int8_shard, INT8_PARAMS),
+        "int8_unrescored": measure(int8_shard, INT8_PARAMS, rescore=False),
+        "int8_quantization_ignored": measure(int8_shard, INT8_PARAMS, ignore=True),
+        "int8_oversampling_curve": {x: timed(int8_shard, INT8_PARAMS, oversampling=x) for x in oversampling},
     }
 
 
-def stores(folders: tuple[Path, Path], name: str, built: dict, vectors, queries: np.ndarray) -> dict:
-    """The closed shard folders[0]/name opened in a fresh process; the same for local mode, built in folders[1]
-    with at most LOCAL_MODE_MAX_POINTS of the vectors."""
+def stores(folders: tuple[Path, Path], name: str, built: dict, vectors, queries: np.ndarray, int8_built=None) -> dict:
+    """The closed shard folders[0]/name (and name-int8) opened in a fresh process; the same for local mode, built
+    in folders[1] with at most LOCAL_MODE_MAX_POINTS of the vectors."""
     shard_folder, local_folder = folders
     result = {"points": len(vectors), "edge_build": built}
     result["edge"] = in_fresh_process("edge", shard_folder / name, queries)
+    if int8_built:
+        result["int8_build"] = int8_built
+        result["int8"] = in_fresh_process("edge", shard_folder / f"{name}-int8", queries)
     result["local_points"] = min(len(vectors), LOCAL_MODE_MAX_POINTS)
     result["local_build"] = build_local(local_folder / name, vectors[:LOCAL_MODE_MAX_POINTS])
     result["local"] = in_fresh_process("local", local_folder / name, queries)
@@ -531,18 +548,23 @@ def run(args, device) -> dict:
         folder, folders = Path(scratch), (Path(scratch), Path(ram_scratch))
         log(f"engine: {len(vectors):,} vectors into an EdgeShard with the notebook's settings")
         shard, built = build_shard(folder / "real", vectors, keys)
+        log(f"engine: the same into an EdgeShard with int8 quantization ({INT8_SEARCH})")
+        int8_shard, int8_built = build_shard(folder / "real-int8", vectors, keys, INT8_COLLECTION)
         returned = shard.retrieve(rows[:20].tolist(), with_payload=False, with_vector=True)
         results["returned_vector_max_difference"] = float(
             max(np.abs(np.array(record.vector) - vectors[int(record.id)]).max() for record in returned)
         )
         log(f"accuracy against exact search on {len(rows):,} queries, setting by setting")
-        results["accuracy"] = accuracy(shard, vectors, rows)
+        results["accuracy"] = accuracy(shard, int8_shard, vectors, rows)
         log(f"near-duplicates: the qdrant neighbour method over all {len(vectors):,} images against exact pairs")
-        results["duplicates"] = duplicates(shard, vectors, planted_pairs(keys))
+        engines = {"notebook": (shard, edge_search()), "int8": (int8_shard, edge_search(INT8_PARAMS))}
+        results["duplicates"] = duplicates(vectors, planted_pairs(keys), engines)
         shard.close()
-        log("load time, latency and memory of the shard and of local mode, each opened in a fresh process")
-        results["stores"] = {"real": stores(folders, "real", built, vectors, latency_queries)}
+        int8_shard.close()
+        log("load time, latency and memory of the shards and of local mode, each opened in a fresh process")
+        results["stores"] = {"real": stores(folders, "real", built, vectors, latency_queries, int8_built)}
         shutil.rmtree(folder / "real")
+        shutil.rmtree(folder / "real-int8")
         synthetic = synthetic_like(vectors, counts["synthetic"])
         results["spread"] = {"real": spread_of(vectors), "synthetic": spread_of(synthetic)}
         log(f"synthetic: {len(synthetic):,} vectors of the same mean and covariance into an EdgeShard")
@@ -556,10 +578,11 @@ def run(args, device) -> dict:
         queries = synthetic[rng.permutation(len(synthetic))[: counts["latency_queries"]]]
         results["stores"]["synthetic"] = stores(folders, "synthetic", built, synthetic, queries)
     results |= {
-        "hnsw_recall_at_10": results["accuracy"]["rescored"]["top10_agreement"],
-        "rescored_top10_agreement": results["accuracy"]["rescored"]["top10_agreement"],
-        "unrescored_top10_agreement": results["accuracy"]["unrescored"]["top10_agreement"],
-        "duplicate_pairs_jaccard": results["duplicates"]["pairs_jaccard"],
+        "hnsw_recall_at_10": results["accuracy"]["notebook"]["top10_agreement"],
+        "rescored_top10_agreement": results["accuracy"]["int8_rescored"]["top10_agreement"],
+        "unrescored_top10_agreement": results["accuracy"]["int8_unrescored"]["top10_agreement"],
+        "duplicate_pairs_jaccard": results["duplicates"]["notebook"]["pairs_jaccard"],
+        "int8_duplicate_pairs_jaccard": results["duplicates"]["int8"]["pairs_jaccard"],
     }
     return results
 
@@ -577,66 +600,66 @@ def report(args, machine: dict, results: dict) -> None:
         f"graphs{unindexed * (build['indexed_vectors'] < build['points'])}; returned vectors differ from the stored "
         f"ones by at most {results['returned_vector_max_difference']:.1e}\n"
     )
-    notebook = f"hnsw_ef={SERVER_SEARCH.hnsw_ef}, rescore, oversampling={SERVER_SEARCH.quantization.oversampling}"
-    accuracy_ = results["accuracy"]
-    rows = [[f"HNSW hnsw_ef={ef}, int8, rescored", f"{value:.4f}", "", ""] for ef, value in accuracy_["curve"].items()]
+    accuracy_, ef = results["accuracy"], SERVER_SEARCH.hnsw_ef
+    rows = [
+        [f"notebook's HNSW, hnsw_ef={value}", f"{agreed:.4f}", "", ""] for value, agreed in accuracy_["curve"].items()
+    ]
     for name, label in (
-        ("rescored", f"notebook's settings ({notebook})"),
-        ("unrescored", f"the same without rescoring (hnsw_ef={SERVER_SEARCH.hnsw_ef})"),
-        ("float_hnsw", f"HNSW alone, quantization ignored (hnsw_ef={SERVER_SEARCH.hnsw_ef})"),
-        ("exact", "exact=True (the engine scans the full vectors, no int8)"),
+        ("notebook", f"notebook's settings (float32 vectors, hnsw_ef={ef})"),
+        ("exact", "exact=True (the engine scans every vector)"),
+        ("int8_rescored", f"int8 quantization, rescored (oversampling={INT8_SEARCH.oversampling}, hnsw_ef={ef})"),
+        ("int8_unrescored", f"int8 quantization, not rescored (hnsw_ef={ef})"),
+        ("int8_quantization_ignored", f"int8 collection, quantization ignored at query time (hnsw_ef={ef})"),
     ):
         measured = accuracy_[name]
-        rows.append(
-            [
-                label,
-                f"{measured['top10_agreement']:.4f}",
-                f"{measured['score_error_mean']:.2e}",
-                f"{measured['score_error_max']:.2e}",
-            ]
-        )
+        agreed, mean, most = measured["top10_agreement"], measured["score_error_mean"], measured["score_error_max"]
+        rows.append([label, f"{agreed:.4f}", f"{mean:.2e}", f"{most:.2e}"])
     print_table(["top-10 against exact search", "agreement", "score error mean", "max"], rows)
     print()
     rows = [
         [
-            f"oversampling={x} (hnsw_ef={SERVER_SEARCH.hnsw_ef})",
-            f"{m['top10_agreement']:.4f}",
-            f"{m['batched_ms_per_query']:.2f}",
+            f"notebook's settings (hnsw_ef={ef})",
+            f"{accuracy_['notebook']['top10_agreement']:.4f}",
+            f"{accuracy_['notebook']['batched_ms_per_query']:.2f}",
         ]
-        for x, m in accuracy_["oversampling_curve"].items()
     ]
-    print_table(["int8, rescored", "top-10 agreement", "ms per query (in batches)"], rows)
-    spread = accuracy_["rescored"]["top10_score_spread_median"]
+    rows += [
+        [f"int8, rescored, oversampling={x}", f"{m['top10_agreement']:.4f}", f"{m['batched_ms_per_query']:.2f}"]
+        for x, m in accuracy_["int8_oversampling_curve"].items()
+    ]
+    print_table(["", "top-10 agreement", "ms per query (in batches)"], rows)
+    spread = accuracy_["notebook"]["top10_score_spread_median"]
     print(f"(exact scores of a query's 1st and 10th neighbours differ by {spread:.2e}, median)\n")
     dup = results["duplicates"]
-    exact_t, engine_t = dup["threshold_from_exact"], dup["threshold_from_engine"]
+    exact_t = dup["threshold_from_exact"]
     print(
-        f"Near-duplicates at the threshold chosen from exact answers, {exact_t['threshold']:.4f} "
-        f"(planted pairs: precision {exact_t['precision']:.3f}, recall {exact_t['recall']:.3f}):"
+        f"Near-duplicates at the threshold chosen from exact answers, {exact_t['threshold']:.4f} (planted pairs: "
+        f"precision {exact_t['precision']:.3f}, recall {exact_t['recall']:.3f}); exact all-pairs: "
+        f"{dup['exact_pairs']:,} pairs, {dup['planted_found_exact']} of {dup['planted_pairs']} planted"
     )
-    print(
-        f"  exact all-pairs {dup['exact_pairs']:,} pairs, engine + centred re-scoring {dup['engine_pairs']:,}; "
-        f"Jaccard {dup['pairs_jaccard']:.4f}; planted found {dup['planted_found_exact']}/{dup['planted_pairs']} "
-        f"and {dup['planted_found_engine']}/{dup['planted_pairs']}"
-    )
-    print(
-        f"  threshold chosen from the engine's answers: {engine_t['threshold']:.4f} (precision "
-        f"{engine_t['precision']:.3f}, recall {engine_t['recall']:.3f}); pairs at each path's own threshold: "
-        f"Jaccard {dup['pairs_jaccard_each_own_threshold']:.4f}; engine scan {dup['engine_scan_s']:.1f} s\n"
-    )
+    for name in ("notebook", "int8"):
+        engine, chosen = dup[name], dup[name]["threshold_from_engine"]
+        print(
+            f"  {name}: engine + centred re-scoring {engine['engine_pairs']:,} pairs, {engine['planted_found_engine']} "
+            f"planted; Jaccard {engine['pairs_jaccard']:.4f}; threshold from its answers {chosen['threshold']:.4f} "
+            f"(precision {chosen['precision']:.3f}, recall {chosen['recall']:.3f}), Jaccard at each path's own "
+            f"threshold {engine['pairs_jaccard_each_own_threshold']:.4f}; scan {engine['engine_scan_s']:.1f} s"
+        )
+    print()
     rows = []
+    kinds = (("edge", "Qdrant Edge, notebook's settings"), ("int8", "Qdrant Edge, int8"), ("local", "local mode"))
     for name, store_set in results["stores"].items():
-        built = store_set["edge_build"]
-        for kind, label in (("edge", "Qdrant Edge (notebook's settings)"), ("local", "qdrant-client local mode")):
-            points = f"{store_set['points' if kind == 'edge' else 'local_points']:,} {name}"
-            measured = store_set[kind]
-            build_s = built["upsert_s"] + built["index_s"] if kind == "edge" else store_set["local_build"]["upsert_s"]
-            index = f" (index {built['index_s']:.1f})" if kind == "edge" else ""
+        for kind, label in kinds:
+            if kind not in store_set:
+                continue
+            measured, built = store_set[kind], store_set.get(f"{kind}_build", store_set["edge_build"])
+            points = f"{store_set['local_points' if kind == 'local' else 'points']:,} {name}"
+            index = f" (index {built['index_s']:.1f})" if "index_s" in built else ""
             rows.append(
                 [
                     points,
                     label,
-                    f"{build_s:.1f}{index}",
+                    f"{built['upsert_s'] + built.get('index_s', 0):.1f}{index}",
                     f"{measured['load_s']:.2f}",
                     f"{measured['query_p50_ms']:.2f}",
                     f"{measured['query_p95_ms']:.2f}",
