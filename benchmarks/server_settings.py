@@ -6,7 +6,8 @@
 No Qdrant server runs on this project's machines, and local mode ignores HNSW and quantization (its search
 is exact). `qdrant-edge-py` runs Qdrant's shard engine in this process: the same HNSW index, int8 scalar
 quantization and rescoring as a server. Its classes are not qdrant-client's, so the settings in
-`imgsim/store.py` (SERVER_COLLECTION, SERVER_SEARCH) are translated field by field, never copied.
+`imgsim/store.py` (SERVER_COLLECTION, SERVER_SEARCH, and the int8 alternative INT8_QUANTIZATION with
+INT8_SEARCH) are translated field by field, never copied.
 
 The vectors come from the notebook's own pipeline (random weights, as everywhere on these machines): each
 photo of the shared folder read and embedded as the notebook does it; a mild copy of it made in memory (half
@@ -17,11 +18,13 @@ of the photo, without the cost of another forward pass (embedding 10,000 images 
 machine). They go into an EdgeShard with the notebook's settings, are indexed, and are measured against
 exact numpy search:
 
-- HNSW recall@10 at the notebook's hnsw_ef (with its rescoring) and at other hnsw_ef values;
-- int8 with and without rescoring: top-10 agreement with exact search and the error of the scores;
+- HNSW recall@10 at the notebook's settings, and at other hnsw_ef values;
+- int8 with rescoring (at several oversampling factors) and without: top-10 agreement with exact search
+  and the error of the scores;
 - the near-duplicate pairs found the way the `qdrant` neighbour source finds them (the engine's candidates
-  re-scored centred) against the exact all-pairs path, at a threshold chosen from the exact path's
-  answers, and the threshold that the same choice makes from the engine's answers;
+  re-scored centred), with the notebook's settings and with int8, against the exact all-pairs path, at a
+  threshold chosen from the exact path's answers, and the threshold that the same choice makes from each
+  engine's answers;
 - index build time, and per-query latency against qdrant-client local mode on the same vectors;
 - load time and resident memory of the shard and of local mode, each opened in a fresh process, with the
   real vectors and with synthetic ones of the same mean and covariance at 100,000 (20,000 with --quick).

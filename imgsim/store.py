@@ -26,8 +26,9 @@ SERVER_SEARCH = models.SearchParams(hnsw_ef=128)
 # int8 scalar quantization in RAM would take 4 times less memory, but measured on Qdrant's engine
 # (benchmarks/server_settings.py, 10,500 ResNet-50 vectors) its HNSW search found 0.96 of the true top 10
 # even with rescoring at oversampling 8, and the near-duplicate pairs agreed with exact search at Jaccard
-# 0.92; without it, 0.999 and 1.0. For a collection too large for its float32 vectors, add INT8_QUANTIZATION
-# to SERVER_COLLECTION and INT8_SEARCH to SERVER_SEARCH's quantization, knowing that cost.
+# 0.94; without it, 0.999 and 1.0 (README, "Scaling up"). For a collection too large for its float32
+# vectors, add INT8_QUANTIZATION to SERVER_COLLECTION and INT8_SEARCH as SERVER_SEARCH's quantization,
+# knowing that cost.
 INT8_QUANTIZATION = models.ScalarQuantization(
     scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
 )
