@@ -88,7 +88,7 @@ def run_search(
 ) -> list[models.ScoredPoint]:
     """The best matches: a plain query for the query image, a recommend query once there are examples.
 
-    `search_params` are the notebook's (on a server: HNSW candidates and rescoring with the full vectors).
+    `search_params` are the notebook's (on a server: how many HNSW candidates to look at).
     """
     query = search.query.example
     if search.more_like or search.less_like:

@@ -115,10 +115,8 @@ def test_neighbours_auto_means_numpy_in_local_mode_and_qdrant_on_a_server():
 
 
 def test_the_server_settings_are_requested_as_intended_and_accepted_by_local_mode(tmp_path):
-    hnsw, quantization = SERVER_COLLECTION["hnsw_config"], SERVER_COLLECTION["quantization_config"].scalar
-    assert (hnsw.m, hnsw.ef_construct) == (16, 200)
-    assert (quantization.type, quantization.quantile, quantization.always_ram) == (models.ScalarType.INT8, 0.99, True)
-    assert SERVER_SEARCH.quantization.rescore is True and SERVER_SEARCH.quantization.oversampling == 2.0
+    hnsw = SERVER_COLLECTION["hnsw_config"]
+    assert (hnsw.m, hnsw.ef_construct) == (16, 200) and "quantization_config" not in SERVER_COLLECTION
     assert SERVER_SEARCH.hnsw_ef == 128 and set(PAYLOAD_INDEXES) == {"label", "path", "model"}
 
     client = QdrantClient(path=str(tmp_path / "qdrant"))

@@ -1,0 +1,69 @@
+"""The server-settings benchmark measures the notebook's settings: its shard and queries are set from imgsim/store.py.
+
+The benchmark itself (benchmarks/server_settings.py) is not run here; these checks only create an empty shard.
+"""
+
+import json
+import sys
+
+import qdrant_edge as edge
+from conftest import NOTEBOOK, ROOT
+from qdrant_client import models
+
+from imgsim.store import INT8_QUANTIZATION, INT8_SEARCH, SERVER_COLLECTION, SERVER_SEARCH
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import server_settings  # noqa: E402
+
+
+def created_config(path, **options) -> dict:
+    edge.EdgeShard.create(str(path), server_settings.edge_config(4, **options)).close()
+    return json.loads((path / "edge_config.json").read_text())
+
+
+def test_the_benchmark_shard_is_created_with_the_notebooks_server_settings(tmp_path):
+    saved = created_config(tmp_path / "shard")
+    hnsw = SERVER_COLLECTION["hnsw_config"]
+    assert (saved["hnsw_config"]["m"], saved["hnsw_config"]["ef_construct"]) == (hnsw.m, hnsw.ef_construct)
+    assert saved.get("quantization_config") is None and "quantization_config" not in SERVER_COLLECTION
+    assert saved["vectors"][""] == {"size": 4, "distance": "Dot", "on_disk": True}
+
+
+def test_the_benchmarks_int8_alternative_is_the_one_store_py_describes(tmp_path):
+    saved = created_config(tmp_path / "shard", collection=server_settings.INT8_COLLECTION)
+    scalar = INT8_QUANTIZATION.scalar
+    assert saved["quantization_config"] == {
+        "scalar": {"type": scalar.type.value, "quantile": scalar.quantile, "always_ram": scalar.always_ram}
+    }
+    asked = server_settings.edge_search(server_settings.INT8_PARAMS)
+    assert (asked.hnsw_ef, asked.quantization.rescore, asked.quantization.oversampling) == (
+        SERVER_SEARCH.hnsw_ef,
+        INT8_SEARCH.rescore,
+        INT8_SEARCH.oversampling,
+    )
+
+
+def test_a_changed_store_setting_reaches_the_benchmark_shard(tmp_path):
+    other = {
+        "hnsw_config": models.HnswConfigDiff(m=8, ef_construct=64),
+        "quantization_config": models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.9)
+        ),
+    }
+    saved = created_config(tmp_path / "shard", collection=other)
+    assert (saved["hnsw_config"]["m"], saved["hnsw_config"]["ef_construct"]) == (8, 64)
+    assert saved["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.9}}
+
+
+def test_the_benchmark_queries_with_the_notebooks_search_settings():
+    asked = server_settings.edge_search()
+    assert asked.hnsw_ef == SERVER_SEARCH.hnsw_ef and asked.exact is False and asked.quantization is None
+    changed = server_settings.edge_search(SERVER_SEARCH.model_copy(update={"hnsw_ef": 77}), rescore=False)
+    assert (changed.hnsw_ef, changed.quantization.rescore) == (77, False)
+
+
+def test_the_notebook_creates_server_collections_like_the_benchmark():
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    source = "".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+    assert "distance=models.Distance.DOT, on_disk=server)" in source
+    assert server_settings.NOTEBOOK_VECTORS == {"distance": models.Distance.DOT, "on_disk": True}
