@@ -4,8 +4,10 @@ import json
 import os
 import random
 import warnings
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -42,19 +44,29 @@ def save_picture(path: Path, seed: int, size: tuple[int, int] = (320, 240), **sa
     return path
 
 
-def index_with_random_weights(client: QdrantClient, folder: Path, paths: list[Path], model_name: str = "resnet18"):
-    """The notebook's indexing of `paths` into collection "images", with random weights; returns its embed_file."""
+class Embedders(NamedTuple):
+    """The notebook's embedding calls bound to one model: `file(path)` embeds one image, `batches(paths)` many."""
+
+    file: Callable
+    batches: Callable
+
+
+def index_with_random_weights(
+    client: QdrantClient, folder: Path, paths: list[Path], model_name: str = "resnet18"
+) -> Embedders:
+    """The notebook's indexing of `paths` into collection "images", with random weights; returns its embedders."""
     cpu = torch.device("cpu")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="IMGSIM_WEIGHTS=none")  # random weights on purpose
         model, preprocess, weights_id, size = feature_extractor(model_name, "none", cpu)
     client.create_collection("images", vectors_config=models.VectorParams(size=size, distance=models.Distance.DOT))
     sync = FolderSync(client, "images", folder, f"{model_name}/{weights_id}")
-    for images, vectors in embed_in_batches(paths, model, preprocess, cpu, 16, 2, progress=None):
+    embed_batches = partial(embed_in_batches, model=model, preprocess=preprocess, device=cpu, batch_size=16, workers=2)
+    for images, vectors in embed_batches(paths, progress=None):
         payloads = [sync.payload(image) for image in images]
         ids = [point_id(payload["path"]) for payload in payloads]
         client.upsert("images", points=models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads))
-    return partial(embed_file, model=model, preprocess=preprocess, device=cpu)
+    return Embedders(partial(embed_file, model=model, preprocess=preprocess, device=cpu), embed_batches)
 
 
 class NotebookRunner:

@@ -1,22 +1,17 @@
 """The near-duplicate calibration on drawn collections: many copies, few copies, pure noise; nothing left behind."""
 
-import warnings
-from functools import partial
 
 import numpy as np
 import pytest
-import torch
-from conftest import save_picture
+from conftest import index_with_random_weights, save_picture
 from PIL import Image
 from qdrant_client import QdrantClient, models
 
 from imgsim.calibration import CalibrationWorld, calibrate, central_box, relatives_of, remove_leftovers
 from imgsim.duplicates import duplicate_groups, exact_duplicate_groups
-from imgsim.embedding import embed_in_batches
 from imgsim.files import find_images
-from imgsim.model import feature_extractor
 from imgsim.neighbours import open_neighbours
-from imgsim.store import FolderSync, point_id, stored_files
+from imgsim.store import stored_files
 
 
 def draw_collection(folder, originals: int, with_copies: int) -> dict[str, str]:
@@ -48,18 +43,8 @@ def save_noise(folder, count: int) -> None:
 
 def calibrate_and_group(tmp_path, folder, model_name: str, source: str):
     """Index `folder` with random weights, calibrate with no threshold set, and group: (calibration, groups)."""
-    cpu = torch.device("cpu")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="IMGSIM_WEIGHTS=none")
-        model, preprocess, weights_id, size = feature_extractor(model_name, "none", cpu)
-    embed = partial(embed_in_batches, model=model, preprocess=preprocess, device=cpu, batch_size=8, workers=2)
     client = QdrantClient(path=str(tmp_path / "qdrant"))
-    client.create_collection("images", vectors_config=models.VectorParams(size=size, distance=models.Distance.DOT))
-    sync = FolderSync(client, "images", folder, f"{model_name}/{weights_id}")
-    for images, vectors in embed(find_images(folder), progress=None):
-        payloads = [sync.payload(image) for image in images]
-        ids = [point_id(payload["path"]) for payload in payloads]
-        client.upsert("images", points=models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads))
+    embed = index_with_random_weights(client, folder, find_images(folder), model_name).batches
     stored = stored_files(client, "images")
     exact = exact_duplicate_groups(stored)
     neighbours = open_neighbours(source, client, "images")

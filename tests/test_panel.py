@@ -38,7 +38,7 @@ def indexed(tmp_path_factory):
             save_picture(folder / label / f"picture_{seed}.jpg", seed)
     Image.open(folder / "circles" / "picture_1.jpg").resize((160, 120)).save(folder / TWIN, quality=85)
     client = QdrantClient(path=str(root / "qdrant"))
-    embed = index_with_random_weights(client, folder, find_images(folder))
+    embed = index_with_random_weights(client, folder, find_images(folder)).file
     client.close()
     return SimpleNamespace(folder=folder, storage=root / "qdrant", embed=embed)
 

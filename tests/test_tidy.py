@@ -9,13 +9,10 @@ import hashlib
 import shutil
 import subprocess
 import sys
-import warnings
-from functools import partial
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from conftest import ROOT, draw_picture, index_with_random_weights, save_picture
 from PIL import Image
 from qdrant_client import QdrantClient
@@ -23,9 +20,7 @@ from test_panel import jpeg, text, upload
 
 from imgsim.calibration import calibrate, central_box
 from imgsim.duplicates import duplicate_groups, exact_duplicate_groups
-from imgsim.embedding import embed_in_batches
 from imgsim.files import find_images, relative_key
-from imgsim.model import feature_extractor
 from imgsim.neighbours import ExactNeighbours
 from imgsim.panel import SearchPanel
 from imgsim.settings import SettingError, check_parameters
@@ -76,13 +71,7 @@ def tidied(tmp_path_factory):
     truth = make_folder_with_planted_copies(folder)
     (folder / "warm" / "same bytes.jpg").write_bytes((folder / "cool" / "shot 2.jpg").read_bytes())
     client = QdrantClient(path=str(root / "qdrant"))
-    embed_file = index_with_random_weights(client, folder, find_images(folder))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="IMGSIM_WEIGHTS=none")
-        model, preprocess, _, _ = feature_extractor("resnet18", "none", torch.device("cpu"))
-    embed = partial(
-        embed_in_batches, model=model, preprocess=preprocess, device=torch.device("cpu"), batch_size=16, workers=2
-    )
+    embed_file, embed = index_with_random_weights(client, folder, find_images(folder))
     stored = stored_files(client, "images")
     exact = exact_duplicate_groups(stored)
     neighbours = ExactNeighbours(client, "images")
