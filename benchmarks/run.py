@@ -457,7 +457,7 @@ def run_main(args, device, machine: dict) -> dict:
     }
 
 
-def setup(description: str) -> tuple[argparse.Namespace, torch.device, dict]:
+def setup(description: str, levers: bool = False) -> tuple[argparse.Namespace, torch.device, dict]:
     """The command line shared with levers.py, the device, and what the machine is."""
     parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer images and rounds")
@@ -467,6 +467,8 @@ def setup(description: str) -> tuple[argparse.Namespace, torch.device, dict]:
     parser.add_argument("--model", default="resnet50", choices=RESNETS)
     parser.add_argument("--batch-size", type=int, help="default: the notebook's (8 on a CPU, 32 on a GPU)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="image reading threads")
+    if levers:
+        parser.add_argument("--only-compiling", action="store_true", help="only the compiled model and bfloat16")
     args = parser.parse_args()
     device = pick_device("auto")
     args.batch_size = args.batch_size or default_batch_size(device)
