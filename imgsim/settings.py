@@ -186,7 +186,7 @@ def check_parameters(parameters: dict) -> Settings:
         plant_duplicates=planted_images(value("PLANT_DUPLICATES"), threshold),
         neighbours=neighbour_source(value("NEIGHBOURS"), url),
         move_duplicates_to=quarantine(value("MOVE_DUPLICATES_TO"), Path(image_dir).expanduser()),
-        compile=one_of("COMPILE", text(value("COMPILE")).lower() or "auto", COMPILE_CHOICES),
+        compile=one_of("COMPILE", text(value("COMPILE")) or "auto", COMPILE_CHOICES),
     )
 
 
