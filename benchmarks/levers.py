@@ -2,11 +2,15 @@
 
     python benchmarks/levers.py --quick     # about 5 minutes on 2 CPU cores
     python benchmarks/levers.py             # more photos and rounds
+    python benchmarks/levers.py --only-compiling [--quick]   # only compiling, bfloat16 and their agreement
 
 Each lever's settings are measured in turns, round after round, and compared by their medians, so that the
 machine's drift hits all settings alike: JPEG draft mode, reading and computing by turns or overlapped, where
 the preprocessing's arithmetic runs (per batch or per image), reading threads, channels_last, torch threads,
-batch size, and bfloat16 autocast (its speed, and how often its top-10 results equal float32's).
+batch size, bfloat16 autocast, and compiling the model (`compile_model`: its seconds, its speed in the model
+alone and in the pipeline, the number of images from which it pays, and the pipeline on 2,000 small photos
+compile time included); bfloat16 and the compiled model also by how often their top-10 results equal eager
+float32's.
 """
 
 import copy
@@ -35,11 +39,15 @@ from run import (
 
 from imgsim.duplicates import top_columns
 from imgsim.embedding import embed_images, embed_pixels, reads_while_computing
+from imgsim.model import COMPILE_PAYS_FROM, compile_model
 from imgsim.reading import load_image, normalise_pixels
 
 QUICK = {"rounds": 3, "small": 48, "large": 24, "model": 48, "agreement": 64}
 FULL = {"rounds": 5, "small": 128, "large": 48, "model": 128, "agreement": 200}
 BF16_AGREEMENT_TARGET = 0.95
+COMPILED_AGREEMENT_TARGET = 0.99
+COMPILED_SPEEDUP_TARGET = 1.1  # the pipeline on FOLDER_IMAGES small photos, compile time included
+FOLDER_IMAGES = 2_000
 
 
 # --- levers ------------------------------------------------------------------------------------------------
@@ -161,15 +169,16 @@ def lever_plans(args, device, counts: dict, model, preprocess, photos: dict):
     )
 
 
-def bf16_study(model, preprocess, device, batch_size: int, paths: list[Path]) -> dict:
-    """bfloat16 autocast: its speed, and how often its top-10 neighbours equal float32's."""
+def agreement_study(model, preprocess, device, batch_size: int, paths: list[Path]) -> dict:
+    """bfloat16 autocast and the compiled model against eager float32: speed, and how often top-10s are equal."""
     pixels = torch.stack([load_image(path, preprocess).pixels for path in paths]).split(batch_size)
+    compiled = compile_model(model, preprocess.crop_size[0], device)
 
-    def embed_all(dtype=None) -> tuple[np.ndarray, float]:
+    def embed_all(run_model, dtype=None) -> tuple[np.ndarray, float]:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            embed_pixels(model, pixels[0], preprocess, device)
+            embed_pixels(run_model, pixels[0], preprocess, device)
             started = time.perf_counter()
-            vectors = np.concatenate([embed_pixels(model, batch, preprocess, device) for batch in pixels])
+            vectors = np.concatenate([embed_pixels(run_model, batch, preprocess, device) for batch in pixels])
         return vectors, len(paths) / (time.perf_counter() - started)
 
     def top_k_sets(vectors: np.ndarray) -> list[frozenset]:
@@ -177,18 +186,49 @@ def bf16_study(model, preprocess, device, batch_size: int, paths: list[Path]) ->
         np.fill_diagonal(scores, -np.inf)
         return [frozenset(row) for row in top_columns(scores, TOP_K)]
 
-    (fp32, fp32_rate), (bf16, bf16_rate) = embed_all(), embed_all(torch.bfloat16)
-    pairs = list(zip(top_k_sets(fp32), top_k_sets(bf16), strict=True))
+    fp32, fp32_rate = embed_all(model)
+    result = {"images": len(paths), "fp32_img_per_s": fp32_rate}
+    for name, run_model, dtype in (("bf16", model, torch.bfloat16), ("compiled", compiled, None)):
+        vectors, rate = embed_all(run_model, dtype)
+        pairs = list(zip(top_k_sets(fp32), top_k_sets(vectors), strict=True))
+        result |= {
+            f"{name}_img_per_s": rate,
+            f"{name}_top10_identical_fraction": float(np.mean([a == b for a, b in pairs])),
+            f"{name}_top10_overlap": float(np.mean([len(a & b) / TOP_K for a, b in pairs])),
+            f"{name}_max_abs_difference": float(np.abs(vectors - fp32).max()),
+        }
     scores = fp32 @ fp32.T
     np.fill_diagonal(scores, np.nan)
-    return {
-        "images": len(paths),
-        "fp32_img_per_s": fp32_rate,
-        "bf16_img_per_s": bf16_rate,
-        "top10_identical_fraction": float(np.mean([a == b for a, b in pairs])),
-        "top10_overlap": float(np.mean([len(a & b) / TOP_K for a, b in pairs])),
-        "mean_pair_score_fp32": float(np.nanmean(scores)),
-    }
+    return result | {"mean_pair_score_fp32": float(np.nanmean(scores))}
+
+
+def compile_study(args, device, counts: dict, model, preprocess, paths: list[Path]) -> dict:
+    """Compiling, round after round: its seconds, then eager and compiled in turns, model-only and pipeline.
+
+    Per round: the images from which compiling pays (compile seconds / seconds saved per image in the
+    pipeline), and the eager pipeline's time on FOLDER_IMAGES small photos over the compiled one's with the
+    compile seconds added, both from that round's measured rates.
+    """
+    side = preprocess.crop_size[0]
+    pipeline = partial(
+        pipeline_rate, paths, preprocess=preprocess, device=device, batch_size=args.batch_size, workers=args.workers
+    )
+    rounds = []
+    for number in range(1, counts["rounds"] + 1):
+        log(f"compile round {number}/{counts['rounds']}: compile, then eager and compiled in turns")
+        started = time.perf_counter()
+        compiled = compile_model(model, side, device)
+        rates = {"compile_s": time.perf_counter() - started}
+        for name, run_model in (("eager", model), ("compiled", compiled)):
+            rates[f"model_only_{name}"] = model_only_rate(run_model, device, counts["model"], args.batch_size, side)
+            rates[f"pipeline_{name}"] = pipeline(model=run_model)
+        saved_per_image = 1 / rates["pipeline_eager"] - 1 / rates["pipeline_compiled"]
+        rates["pays_from_images"] = rates["compile_s"] / saved_per_image if saved_per_image > 0 else float("inf")
+        rates["folder_speedup"] = (FOLDER_IMAGES / rates["pipeline_eager"]) / (
+            rates["compile_s"] + FOLDER_IMAGES / rates["pipeline_compiled"]
+        )
+        rounds.append(rates)
+    return {"per_round": rounds} | {name: median(r[name] for r in rounds) for name in rounds[0]}
 
 
 def run_levers(args, device, machine: dict) -> dict:
@@ -196,15 +236,23 @@ def run_levers(args, device, machine: dict) -> dict:
     model, preprocess, _ = random_model(args.model, device)
     photos = photo_sets(args, counts["small"], counts["large"])
     rows = []
-    for lever, on, default, settings in lever_plans(args, device, counts, model, preprocess, photos):
+    plans = [] if args.only_compiling else lever_plans(args, device, counts, model, preprocess, photos)
+    for lever, on, default, settings in plans:
         log(f"lever {lever}: {on}")
         rates = compare_in_turns(settings, counts["rounds"])
         rows += [[lever, name, on, rate, rate / rates[default]] for name, rate in rates.items()]
-    log(f"lever bfloat16 autocast: {counts['agreement']} small photos, float32 then bfloat16")
-    bf16 = bf16_study(model, preprocess, device, args.batch_size, select_photos(args.images, counts["agreement"]))
-    on = f"{bf16['images']} preprocessed small photos"
-    for name, rate in (("float32", bf16["fp32_img_per_s"]), ("bfloat16", bf16["bf16_img_per_s"])):
-        rows.append(["bfloat16 autocast", name, on, rate, rate / bf16["fp32_img_per_s"]])
+    compiling = compile_study(args, device, counts, model, preprocess, photos["small"])
+    for on in ("model-only", "small photos"):
+        kind = "model_only" if on == "model-only" else "pipeline"
+        for name in ("eager", "compiled"):
+            rate = compiling[f"{kind}_{name}"]
+            rows.append(["compiled model (jit trace + freeze)", name, on, rate, rate / compiling[f"{kind}_eager"]])
+    log(f"agreement: {counts['agreement']} small photos, float32, bfloat16 and compiled")
+    study = agreement_study(model, preprocess, device, args.batch_size, select_photos(args.images, counts["agreement"]))
+    on = f"{study['images']} preprocessed small photos"
+    for name, key in (("float32", "fp32"), ("bfloat16", "bf16")):
+        rate = study[f"{key}_img_per_s"]
+        rows.append(["bfloat16 autocast", name, on, rate, rate / study["fp32_img_per_s"]])
 
     print(describe_machine(machine))
     print(f"Model: {args.model} (random weights); defaults: batch {args.batch_size}, {args.workers} reading threads,")
@@ -213,20 +261,37 @@ def run_levers(args, device, machine: dict) -> dict:
         ["lever", "setting", "measured on", "img/s", "vs default"],
         [[lever, name, on, f"{rate:.1f}", f"{ratio:.2f}"] for lever, name, on, rate, ratio in rows],
     )
-    agreement = bf16["top10_identical_fraction"]
+    for name, label, target in (
+        ("bf16", "bfloat16", BF16_AGREEMENT_TARGET),
+        ("compiled", "compiled", COMPILED_AGREEMENT_TARGET),
+    ):
+        agreement = study[f"{name}_top10_identical_fraction"]
+        print(
+            f"{'PASS' if agreement >= target else 'MISS'}  {label} top-{TOP_K} agreement with eager float32: "
+            f"{agreement:.1%} of {study['images']} queries have identical top-{TOP_K} sets (target >= {target:.0%}); "
+            f"{study[f'{name}_top10_overlap']:.1%} of neighbours shared, vectors differ by at most "
+            f"{study[f'{name}_max_abs_difference']:.1e}"
+        )
     print(
-        f"\n{'PASS' if agreement >= BF16_AGREEMENT_TARGET else 'MISS'}  bfloat16 top-{TOP_K} agreement with float32: "
-        f"{agreement:.1%} of {bf16['images']} queries have identical top-{TOP_K} sets (target >= "
-        f"{BF16_AGREEMENT_TARGET:.0%} to keep bfloat16); {bf16['top10_overlap']:.1%} of neighbours shared.\n"
-        f"      With random weights this is a stress test: two photos score {bf16['mean_pair_score_fp32']:.4f} "
-        "on average, so neighbours are nearly tied and small rounding reorders them."
+        f"      With random weights this is a stress test: two photos score {study['mean_pair_score_fp32']:.4f} "
+        "on average, so neighbours are nearly tied and small rounding reorders them.\n"
+    )
+    in_rounds = ", ".join(f"{r['folder_speedup']:.2f}" for r in compiling["per_round"])
+    print(
+        f"Compiling took {compiling['compile_s']:.1f} s (median) and pays from {compiling['pays_from_images']:.0f} "
+        f"images to embed (compile seconds / pipeline seconds saved per image; the notebook's rule: from "
+        f"{COMPILE_PAYS_FROM}).\n{'PASS' if compiling['folder_speedup'] >= COMPILED_SPEEDUP_TARGET else 'MISS'}  "
+        f"compiled pipeline, compile time included, on {FOLDER_IMAGES:,} small photos / eager pipeline: "
+        f"{compiling['folder_speedup']:.2f} (rounds: {in_rounds}; target >= {COMPILED_SPEEDUP_TARGET}), projected from "
+        f"each round's rates on {len(photos['small'])} photos and its compile seconds"
     )
     wall_s = time.perf_counter() - STARTED
     print(f"\nwall time {wall_s:.0f} s")
     keys = ("lever", "setting", "measured_on", "img_per_s", "vs_default")
-    return {"levers": [dict(zip(keys, row, strict=True)) for row in rows], "bf16": bf16, "wall_s": wall_s}
+    levers = [dict(zip(keys, row, strict=True)) for row in rows]
+    return {"levers": levers, "agreement": study, "compile": compiling, "wall_s": wall_s}
 
 
 if __name__ == "__main__":
-    arguments, chosen_device, this_machine = setup(__doc__)
+    arguments, chosen_device, this_machine = setup(__doc__, levers=True)
     save_json(arguments, this_machine, run_levers(arguments, chosen_device, this_machine))

@@ -44,7 +44,14 @@ sys.path.insert(0, str(ROOT))  # run as a script from a clone: the package sits 
 from imgsim.duplicates import duplicate_groups  # noqa: E402
 from imgsim.embedding import embed_in_batches, read_in_batches, reads_while_computing  # noqa: E402
 from imgsim.files import find_images, relative_key, spread_sample  # noqa: E402
-from imgsim.model import RESNETS, default_batch_size, feature_extractor, pick_device  # noqa: E402
+from imgsim.model import (  # noqa: E402
+    COMPILE_PAYS_FROM,
+    RESNETS,
+    compile_model,
+    default_batch_size,
+    feature_extractor,
+    pick_device,
+)
 from imgsim.neighbours import PAIR_NEIGHBOURS, ExactNeighbours, QdrantNeighbours  # noqa: E402
 from imgsim.reading import load_image  # noqa: E402
 from imgsim.store import point_id  # noqa: E402
@@ -53,6 +60,7 @@ STARTED = time.perf_counter()
 DEFAULT_IMAGES = ROOT.parent / "shared" / "datasets" / "clothing_small_10cls"
 CACHE_DIR = ROOT / "data" / "benchmark_cache"
 TOP_K = 10
+FOLDER_IMAGES = 2_000  # a folder large enough for compiling to pay (the notebook's rule: COMPILE_PAYS_FROM)
 DUPLICATE_SCAN_VECTORS = (1_000, 10_000)
 TUTORIAL_TRANSFORM = transforms.Compose(
     [
@@ -74,6 +82,12 @@ FULL = {
 # name: (what it compares, target, whether the ratio must be at least the target, else at most)
 TARGETS = {
     "small_pipeline_vs_model_only": ("small photos: pipeline / model-only", 0.9, True),
+    "small_compiled_pipeline_vs_model_only": ("small photos: compiled pipeline / eager model-only", 0.9, True),
+    "folder_compiled_vs_eager_pipeline": (
+        f"{FOLDER_IMAGES:,} small photos: compiled pipeline, compile time included / eager pipeline",
+        1.1,
+        True,
+    ),
     "phone_pipeline_vs_tutorial": ("12 MP photos: pipeline / original tutorial", 3.0, True),
     "phone_pipeline_vs_model_only": ("12 MP photos: pipeline / model-only", 0.75, True),
     "dot_vs_cosine_query_p50_10k": ("query p50 at 10k vectors: DOT / COSINE", 0.5, False),
@@ -245,13 +259,19 @@ def tutorial_rate(paths: list[Path], model, device) -> float:
 
 
 def measure_round(args, device, models_, photos: dict[str, list[Path]]) -> dict:
-    """One round on each photo set: model-only, pipeline, model-only again, reading alone, the original tutorial."""
-    model, preprocess, tutorial_model = models_
+    """One round on each photo set: model-only, pipeline (on small photos also compiled), model-only again,
+    reading alone, the original tutorial.
+    """
+    model, compiled, preprocess, tutorial_model = models_
     rates = {}
     for name, paths in photos.items():
         model_only = partial(model_only_rate, model, device, len(paths), args.batch_size, preprocess.crop_size[0])
         before = model_only()
         rates[f"pipeline_{name}"] = pipeline_rate(paths, model, preprocess, device, args.batch_size, args.workers)
+        if name == "small":
+            rates["compiled_pipeline_small"] = pipeline_rate(
+                paths, compiled, preprocess, device, args.batch_size, args.workers
+            )
         rates[f"model_only_{name}"] = (before + model_only()) / 2
         load = partial(load_image, preprocess=preprocess)
         rates[f"reading_{name}"] = loop_rate(paths, load, lambda loaded: None, args.batch_size, args.workers, False)
@@ -351,10 +371,21 @@ def qdrant_results(vector_size: int, queries_by_size: dict[int, int], timed_scan
 # --- the main table ----------------------------------------------------------------------------------------
 
 
-def ratios_of(per_round: list[dict], qdrant: list[dict]) -> tuple[dict, dict]:
-    """Median ratios, and each throughput ratio's value in every round."""
+def ratios_of(per_round: list[dict], qdrant: list[dict], compile_s: float) -> tuple[dict, dict]:
+    """Median ratios, and each throughput ratio's value in every round.
+
+    The folder ratio: FOLDER_IMAGES small photos through the eager pipeline over the compiled pipeline's
+    time plus the compile seconds, from each round's rates.
+    """
     by_round = {
         "small_pipeline_vs_model_only": [r["pipeline_small"] / r["model_only_small"] for r in per_round],
+        "small_compiled_pipeline_vs_model_only": [
+            r["compiled_pipeline_small"] / r["model_only_small"] for r in per_round
+        ],
+        "folder_compiled_vs_eager_pipeline": [
+            (FOLDER_IMAGES / r["pipeline_small"]) / (compile_s + FOLDER_IMAGES / r["compiled_pipeline_small"])
+            for r in per_round
+        ],
         "phone_pipeline_vs_tutorial": [r["pipeline_phone"] / r["tutorial_phone"] for r in per_round],
         "phone_pipeline_vs_model_only": [r["pipeline_phone"] / r["model_only_phone"] for r in per_round],
     }
@@ -375,7 +406,12 @@ def main_table_rows(args, rates: dict, qdrant: list[dict], photos: dict, rounds:
         for kind, name, label in (
             ("model_only", "small", f"model-only forward, random tensors, batch {args.batch_size}, small rounds"),
             ("model_only", "phone", f"model-only forward, random tensors, batch {args.batch_size}, 12 MP rounds"),
-            ("pipeline", "small", f"notebook pipeline, small photos (about {sizes['small']})"),
+            ("pipeline", "small", f"notebook pipeline, eager, small photos (about {sizes['small']})"),
+            (
+                "compiled_pipeline",
+                "small",
+                f"notebook pipeline, compiled (its default from {COMPILE_PAYS_FROM} images to embed), small photos",
+            ),
             ("pipeline", "phone", f"notebook pipeline, 12 MP photos (about {sizes['phone']})"),
             ("reading", "small", f"notebook reading alone (no model), {args.workers} threads, small photos"),
             ("reading", "phone", f"notebook reading alone (no model), {args.workers} threads, 12 MP photos"),
@@ -418,17 +454,26 @@ def run_main(args, device, machine: dict) -> dict:
     torch.manual_seed(0)
     tutorial_model = torchvision.models.get_model(args.model, weights=None)
     tutorial_model.fc = torch.nn.Identity()
-    models_ = (model, preprocess, tutorial_model.eval().to(device))
+    log("compiling the model (jit trace + freeze)")
+    started = time.perf_counter()
+    compiled = compile_model(model, preprocess.crop_size[0], device)
+    compile_s = time.perf_counter() - started
+    models_ = (model, compiled, preprocess, tutorial_model.eval().to(device))
     per_round = []
     for number in range(1, counts["rounds"] + 1):
-        log(f"round {number}/{counts['rounds']}: model-only, pipeline, model-only, reading, tutorial")
+        log(
+            f"round {number}/{counts['rounds']}: model-only, pipeline eager and compiled, model-only, reading, tutorial"
+        )
         per_round.append(measure_round(args, device, models_, photos))
     rates = {name: median(rates[name] for rates in per_round) for name in per_round[0]}
     qdrant = qdrant_results(vector_size, counts["queries"], counts["timed_scan_queries"])
-    ratios, by_round = ratios_of(per_round, qdrant)
+    ratios, by_round = ratios_of(per_round, qdrant, compile_s)
 
     print(describe_machine(machine))
-    print(f"Model: {args.model} (random weights), float32, batch {args.batch_size}, {args.workers} reading threads\n")
+    print(f"Model: {args.model} (random weights), float32, batch {args.batch_size}, {args.workers} reading threads;")
+    print(
+        f"compiled by jit trace + freeze in {compile_s:.1f} s (the notebook compiles from {COMPILE_PAYS_FROM} images)\n"
+    )
     headers = ["measurement (throughputs: median over rounds)", "n", "throughput", "top-10 p50 ms", "p95 ms"]
     print_table(headers, main_table_rows(args, rates, qdrant, photos, counts["rounds"]))
     print()
@@ -451,13 +496,14 @@ def run_main(args, device, machine: dict) -> dict:
         "qdrant": qdrant,
         "ratios": ratios,
         "ratios_per_round": by_round,
+        "compile_s": compile_s,
         "targets_met": {name: is_met(name, ratio) for name, ratio in ratios.items()},
         "images": {name: len(paths) for name, paths in photos.items()},
         "wall_s": wall_s,
     }
 
 
-def setup(description: str) -> tuple[argparse.Namespace, torch.device, dict]:
+def setup(description: str, levers: bool = False) -> tuple[argparse.Namespace, torch.device, dict]:
     """The command line shared with levers.py, the device, and what the machine is."""
     parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer images and rounds")
@@ -467,6 +513,8 @@ def setup(description: str) -> tuple[argparse.Namespace, torch.device, dict]:
     parser.add_argument("--model", default="resnet50", choices=RESNETS)
     parser.add_argument("--batch-size", type=int, help="default: the notebook's (8 on a CPU, 32 on a GPU)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="image reading threads")
+    if levers:
+        parser.add_argument("--only-compiling", action="store_true", help="only the compiled model and bfloat16")
     args = parser.parse_args()
     device = pick_device("auto")
     args.batch_size = args.batch_size or default_batch_size(device)

@@ -91,3 +91,42 @@ def feature_extractor(model_name: str, weights: str, device: torch.device):
     model.fc = torch.nn.Identity()
     model = model.eval().to(device, memory_format=torch.channels_last)
     return model, preprocess, weights_id, vector_size
+
+
+# Compiling (torch.jit.trace, then torch.jit.freeze: batch norms folded into the convolutions, one graph
+# for every batch size) costs seconds once and then saves a share of every image's forward pass.
+# benchmarks/levers.py measures both on a CPU and divides: compiling paid from 113 images to embed (median
+# of 3 rounds, 2-core AMD EPYC, busy); the rule keeps a margin for machines where compiling takes longer
+# against the model's speed. torch.compile measured as fast, but took about a minute and compiled again
+# for every new batch size (the last, smaller batch, a single query), so it would pay only on thousands.
+COMPILE_PAYS_FROM = 300
+COMPILE_CHOICES = ("auto", "on", "off")
+
+
+def compile_decision(setting: str, images_to_embed: int, device: torch.device) -> tuple[bool, str]:
+    """Whether to compile the model for this run, and why; `setting` is auto, on or off (IMGSIM_COMPILE)."""
+    if setting in ("on", "off"):
+        return setting == "on", f"IMGSIM_COMPILE={setting}: the model runs {'compiled' if setting == 'on' else 'eager'}"
+    if device.type != "cpu":
+        return False, f"eager on {device.type}: compiling was measured on CPUs only (set IMGSIM_COMPILE=on to try it)"
+    pays = images_to_embed >= COMPILE_PAYS_FROM
+    verdict = "compiled: it pays" if pays else "eager: compiling would cost more than it saves"
+    return pays, f"{images_to_embed} images to embed, compiling pays from {COMPILE_PAYS_FROM}: {verdict}"
+
+
+def compile_model(model: torch.nn.Module, side: int, device: torch.device) -> torch.nn.Module:
+    """The model traced on a `side`-pixel image and frozen, warmed up; a compiled model comes back as it is.
+
+    Its vectors equal the eager model's up to float rounding (about 1e-4), for any batch size.
+    """
+    if isinstance(model, torch.jit.ScriptModule):
+        return model
+    example = torch.zeros(1, 3, side, side, device=device).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch.jit is marked deprecated in favour of torch.compile, which did not pay here (see above)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
+        compiled = torch.jit.freeze(torch.jit.trace(model, example))
+    with torch.inference_mode():
+        for _ in range(2):  # the first calls optimise the graph: pay for them here
+            compiled(example)
+    return compiled

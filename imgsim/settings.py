@@ -14,7 +14,7 @@ import torch
 import torchvision
 
 from imgsim.files import is_inside
-from imgsim.model import RESNETS
+from imgsim.model import COMPILE_CHOICES, RESNETS
 
 DEFAULT_IMAGE_DIR = "data/images"
 
@@ -44,6 +44,7 @@ class Settings:
     plant_duplicates: int
     neighbours: str  # "numpy" or "qdrant"
     move_duplicates_to: Path | None  # None: nothing moves
+    compile: str  # auto (compile when the images to embed repay it), on or off
 
     @property
     def figures_dir(self) -> Path:
@@ -185,6 +186,7 @@ def check_parameters(parameters: dict) -> Settings:
         plant_duplicates=planted_images(value("PLANT_DUPLICATES"), threshold),
         neighbours=neighbour_source(value("NEIGHBOURS"), url),
         move_duplicates_to=quarantine(value("MOVE_DUPLICATES_TO"), Path(image_dir).expanduser()),
+        compile=one_of("COMPILE", text(value("COMPILE")) or "auto", COMPILE_CHOICES),
     )
 
 
