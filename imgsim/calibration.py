@@ -252,7 +252,7 @@ class Calibration:
         return self.threshold if self.chosen == "given" or self.separable else None
 
     def __str__(self) -> str:
-        return calibration_text(self)
+        return calibration_text(self, SEPARATES)
 
 
 def calibrate(

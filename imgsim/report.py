@@ -129,8 +129,8 @@ def planted_metrics(calibration) -> dict:
     }
 
 
-def calibration_text(calibration) -> str:
-    """What the calibration found, in words; NOT SEPARABLE said plainly."""
+def calibration_text(calibration, separates: float) -> str:
+    """What the calibration found, in words; NOT SEPARABLE (no threshold reaches `separates` on both) said plainly."""
     if not calibration.copy_scores:
         return (
             f"threshold {calibration.threshold} ({calibration.chosen}); no copies were planted, so it was not checked"
@@ -143,10 +143,8 @@ def calibration_text(calibration) -> str:
         f"{calibration.duplicated_share:.1%} of the sampled images look like copies of another stored image"
     )
     if calibration.chosen == "auto" and not calibration.separable:
-        from imgsim.calibration import SEPARATES  # the calibration imports this module
-
         text += (
-            f"\nNOT SEPARABLE: no threshold reaches {SEPARATES:.0%} on both precision and recall. With this model and "
+            f"\nNOT SEPARABLE: no threshold reaches {separates:.0%} on both precision and recall. With this model and "
             "these weights, near-duplicates cannot be told from unrelated images, so no near-duplicate groups are "
             "formed; only files with identical bytes are grouped."
         )

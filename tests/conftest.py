@@ -15,9 +15,11 @@ from nbmake.nb_run import NotebookRun
 from PIL import Image, ImageDraw
 from qdrant_client import QdrantClient, models
 
+from imgsim.calibration import calibrate
+from imgsim.duplicates import duplicate_groups, exact_duplicate_groups
 from imgsim.embedding import embed_file, embed_in_batches
 from imgsim.model import feature_extractor
-from imgsim.store import FolderSync, point_id
+from imgsim.store import FolderSync, point_id, stored_files
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "image-similarity-vector-db.ipynb"
@@ -67,6 +69,18 @@ def index_with_random_weights(
         ids = [point_id(payload["path"]) for payload in payloads]
         client.upsert("images", points=models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads))
     return Embedders(partial(embed_file, model=model, preprocess=preprocess, device=cpu), embed_batches)
+
+
+def calibrate_as_the_notebook_does(client: QdrantClient, folder: Path, embed, neighbours, sample_size: int, workdir):
+    """Section 8 on collection "images" with no threshold set: (stored payloads, calibration, groups)."""
+    stored = stored_files(client, "images")
+    exact = exact_duplicate_groups(stored)
+    calibration = calibrate(
+        neighbours, client, "images", folder, embed, stored,
+        exact_groups=exact, sample_size=sample_size, threshold=None, workdir=workdir,
+    )
+    pairs, _ = neighbours.pairs_above(calibration.grouping_threshold)
+    return stored, calibration, duplicate_groups(neighbours.keys, pairs, exact)
 
 
 class NotebookRunner:

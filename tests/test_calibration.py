@@ -3,15 +3,13 @@
 
 import numpy as np
 import pytest
-from conftest import index_with_random_weights, save_picture
+from conftest import calibrate_as_the_notebook_does, index_with_random_weights, save_picture
 from PIL import Image
 from qdrant_client import QdrantClient, models
 
-from imgsim.calibration import CalibrationWorld, calibrate, central_box, relatives_of, remove_leftovers
-from imgsim.duplicates import duplicate_groups, exact_duplicate_groups
+from imgsim.calibration import CalibrationWorld, central_box, relatives_of, remove_leftovers
 from imgsim.files import find_images
 from imgsim.neighbours import open_neighbours
-from imgsim.store import stored_files
 
 
 def draw_collection(folder, originals: int, with_copies: int) -> dict[str, str]:
@@ -45,25 +43,11 @@ def calibrate_and_group(tmp_path, folder, model_name: str, source: str):
     """Index `folder` with random weights, calibrate with no threshold set, and group: (calibration, groups)."""
     client = QdrantClient(path=str(tmp_path / "qdrant"))
     embed = index_with_random_weights(client, folder, find_images(folder), model_name).batches
-    stored = stored_files(client, "images")
-    exact = exact_duplicate_groups(stored)
     neighbours = open_neighbours(source, client, "images")
-    calibration = calibrate(
-        neighbours,
-        client,
-        "images",
-        folder,
-        embed,
-        stored,
-        sample_size=200,
-        threshold=None,
-        workdir=tmp_path / "report",
-        exact_groups=exact,
-    )
-    pairs, _ = neighbours.pairs_above(calibration.grouping_threshold)
+    _, calibration, groups = calibrate_as_the_notebook_does(client, folder, embed, neighbours, 200, tmp_path / "report")
     collections = [collection.name for collection in client.get_collections().collections]
     client.close()
-    return calibration, duplicate_groups(neighbours.keys, pairs, exact), collections
+    return calibration, groups, collections
 
 
 def pair_precision_and_recall(groups, picture_of: dict[str, str]) -> tuple[float, float]:

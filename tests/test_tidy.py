@@ -13,18 +13,16 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import ROOT, draw_picture, index_with_random_weights, save_picture
+from conftest import ROOT, calibrate_as_the_notebook_does, draw_picture, index_with_random_weights, save_picture
 from PIL import Image
 from qdrant_client import QdrantClient
 from test_panel import jpeg, text, upload
 
-from imgsim.calibration import calibrate, central_box
-from imgsim.duplicates import duplicate_groups, exact_duplicate_groups
+from imgsim.calibration import central_box
 from imgsim.files import find_images, relative_key
 from imgsim.neighbours import ExactNeighbours
 from imgsim.panel import SearchPanel
 from imgsim.settings import SettingError, check_parameters
-from imgsim.store import stored_files
 from imgsim.tidy import RECORD, DuplicateCheck, move_duplicates, plan_tidy, undo_moves
 
 ORIGINALS = 44
@@ -72,23 +70,8 @@ def tidied(tmp_path_factory):
     (folder / "warm" / "same bytes.jpg").write_bytes((folder / "cool" / "shot 2.jpg").read_bytes())
     client = QdrantClient(path=str(root / "qdrant"))
     embed_file, embed = index_with_random_weights(client, folder, find_images(folder))
-    stored = stored_files(client, "images")
-    exact = exact_duplicate_groups(stored)
     neighbours = ExactNeighbours(client, "images")
-    calibration = calibrate(
-        neighbours,
-        client,
-        "images",
-        folder,
-        embed,
-        stored,
-        exact_groups=exact,
-        sample_size=12,
-        threshold=None,
-        workdir=root / "report",
-    )
-    pairs, _ = neighbours.pairs_above(calibration.grouping_threshold)
-    groups = duplicate_groups(neighbours.keys, pairs, exact)
+    stored, calibration, groups = calibrate_as_the_notebook_does(client, folder, embed, neighbours, 12, root / "report")
     plan = plan_tidy(groups, stored, neighbours.centred_of)
     yield SimpleNamespace(
         root=root,
