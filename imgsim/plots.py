@@ -1,21 +1,38 @@
 """The pictures: query results, galleries, score histograms, duplicate groups, metrics and the PCA map.
 
 Every figure is titled with the model and weights that made it, and with random weights it says that
-its scores and rankings are not semantic. `Figures` saves each one under the report's folder and shows it.
+its scores and rankings are not semantic. `Figures` saves each one under the report's folder and shows it
+in the notebook at screen size: a JPEG when it holds photos, so that the executed notebook stays light.
 """
 
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython import get_ipython
+from IPython.display import Image, display
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from torchvision.transforms import functional as TF
 
 from imgsim.reading import load_image, thumbnail
 
+SCREEN_WIDTH = 1200  # pixels: about the widest a notebook shows a picture without scaling it down
+SCREEN_DPI = 100  # matplotlib's own, for figures narrower than that
+
+
+def on_screen(fig) -> Image:
+    """The figure as the notebook shows it: at most SCREEN_WIDTH pixels wide, a JPEG when it holds photos (a
+    fraction of a PNG's bytes), a PNG when it is only lines and text (sharper, and small anyway)."""
+    dpi = min(SCREEN_DPI, SCREEN_WIDTH / fig.get_figwidth())  # the figure as its file shows it, smaller
+    photos = any(ax.images or ax.artists for ax in fig.axes)  # imshow, or thumbnails placed on a map
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="jpeg" if photos else "png", dpi=dpi, pil_kwargs={"quality": 85} if photos else None)
+    return Image(buffer.getvalue(), format="jpeg" if photos else "png")
+
 
 class Figures:
-    """Saves figures as PNG files in `folder` and shows them; `saved` maps each name to its file."""
+    """Saves figures as PNG files in `folder` and shows them in a notebook; `saved` maps each name to its file."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -27,7 +44,9 @@ class Figures:
             return
         self.saved[name] = self.folder / (filename or f"{name}.png")
         fig.savefig(self.saved[name], dpi=dpi)
-        plt.show()
+        if get_ipython() is not None:  # in a notebook
+            display(on_screen(fig))
+        plt.close(fig)
 
 
 def weights_caption(model_name: str, weights_id: str) -> str:
