@@ -11,6 +11,7 @@ import sys
 
 import pytest
 from conftest import NOTEBOOK, ROOT, image_outputs, output_text, save_picture
+from ipykernel.kernelspec import KERNEL_NAME, get_kernel_dict
 from PIL import Image
 
 from imgsim.settings import SettingError, Settings, check_parameters, variable_of
@@ -83,6 +84,13 @@ def test_committed_notebook_has_no_outputs_and_no_widget_state():
     code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
     assert all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code)
     assert "widgets" not in notebook["metadata"]
+
+
+def test_the_kernel_metadata_is_what_ipykernel_installs_so_that_jupyterlab_opens_the_notebook_unchanged():
+    # JupyterLab rewrites a kernelspec that differs from the running kernel's, and marks the notebook as changed
+    kernelspec = json.loads(NOTEBOOK.read_text())["metadata"]["kernelspec"]
+    installed = get_kernel_dict()
+    assert kernelspec == {"name": KERNEL_NAME, "display_name": installed["display_name"], "language": "python"}
 
 
 def parameters_cell() -> dict:
