@@ -153,8 +153,9 @@ def output_text(executed_nb) -> str:
 
 
 def image_outputs(executed_nb) -> int:
+    """How many pictures the executed notebook shows: PNG charts and JPEG photos."""
     return sum(
-        "image/png" in output.get("data", {})
+        any(kind in output.get("data", {}) for kind in ("image/png", "image/jpeg"))
         for cell in executed_nb.cells
         if cell.cell_type == "code"
         for output in cell.get("outputs", [])
