@@ -9,6 +9,7 @@ failing later deep inside torch or qdrant-client.
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torchvision
@@ -63,11 +64,12 @@ def variable_of(name: str) -> str:
     return name if name in ("QDRANT_URL", "QDRANT_API_KEY") else f"IMGSIM_{name}"
 
 
-def fail(name: str, accepted: str, value) -> SettingError:
+def refuse(name: str, accepted: str, value) -> NoReturn:
+    """Stop with a SettingError that names the parameter's variable, what it accepts, and the value given."""
     where = f"{name} (in the environment or the parameters cell)"
     if variable_of(name) != name:
         where = f"{variable_of(name)} (or {name} in the parameters cell)"
-    return SettingError(f"{where} must be {accepted}, not {value!r}")
+    raise SettingError(f"{where} must be {accepted}, not {value!r}") from None  # the message says it all
 
 
 def text(value) -> str:
@@ -83,15 +85,15 @@ def whole_number(name: str, value, minimum: int, unset: str | None = None) -> in
     try:
         number = int(raw)
     except ValueError:
-        raise fail(name, accepted, value) from None
+        refuse(name, accepted, value)
     if number < minimum:
-        raise fail(name, accepted, value)
+        refuse(name, accepted, value)
     return number
 
 
 def one_of(name: str, value, choices) -> str:
     if text(value) not in choices:
-        raise fail(name, f"one of {', '.join(choices)}", value)
+        refuse(name, f"one of {', '.join(choices)}", value)
     return text(value)
 
 
@@ -102,11 +104,11 @@ def device_name(value) -> str:
     try:
         device = torch.device(raw)
     except RuntimeError:
-        raise fail("DEVICE", "auto, cpu, cuda, cuda:<number> or mps", value) from None
+        refuse("DEVICE", "auto, cpu, cuda, cuda:<number> or mps", value)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise fail("DEVICE", "auto or cpu on this machine (torch sees no CUDA GPU)", value)
+        refuse("DEVICE", "auto or cpu on this machine (torch sees no CUDA GPU)", value)
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise fail("DEVICE", "auto or cpu on this machine (torch sees no Apple GPU)", value)
+        refuse("DEVICE", "auto or cpu on this machine (torch sees no Apple GPU)", value)
     return raw
 
 
@@ -116,7 +118,7 @@ def weights_name(value, model: str) -> str:
         return raw
     names = ["DEFAULT", *torchvision.models.get_model_weights(model).__members__]
     if raw not in names:
-        raise fail(
+        refuse(
             "WEIGHTS", f"one of {', '.join(dict.fromkeys(names))} for {model}, a path to a .pth file, or none", value
         )
     return raw
@@ -129,23 +131,23 @@ def similarity_or_auto(name: str, value) -> float | None:
     try:
         number = float(text(value))
     except ValueError:
-        raise fail(name, accepted, value) from None
+        refuse(name, accepted, value)
     if not -1 < number <= 1:
-        raise fail(name, accepted, value)
+        refuse(name, accepted, value)
     return number
 
 
 def collection_name(value) -> str:
     raw = text(value)
     if not raw or "/" in raw or len(raw) > 255:
-        raise fail("COLLECTION", "a name of 1 to 255 characters without '/'", value)
+        refuse("COLLECTION", "a name of 1 to 255 characters without '/'", value)
     return raw
 
 
 def server_url(value) -> str | None:
     raw = text(value)
     if raw and not raw.startswith(("http://", "https://")):
-        raise fail("QDRANT_URL", "empty (local mode) or a URL starting with http:// or https://", value)
+        refuse("QDRANT_URL", "empty (local mode) or a URL starting with http:// or https://", value)
     return raw or None
 
 
@@ -155,7 +157,7 @@ def existing_file(name: str, value) -> Path | None:
         return None
     path = Path(raw).expanduser()
     if not path.is_file():
-        raise fail(name, "empty (the first image) or the path of an image file that exists", value)
+        refuse(name, "empty (the first image) or the path of an image file that exists", value)
     return path
 
 
@@ -203,7 +205,7 @@ def quarantine(value, image_dir: Path) -> Path | None:
         return None
     folder = Path(raw).expanduser()
     if is_inside(image_dir, folder) or is_inside(folder, image_dir) or folder.is_file():
-        raise fail(
+        refuse(
             "MOVE_DUPLICATES_TO",
             "empty (nothing moves) or a folder outside the image folder and not holding it "
             "(inside IMGSIM_IMAGE_DIR, moved files would be indexed again)",
@@ -216,7 +218,5 @@ def planted_images(value, threshold: float | None) -> int:
     """How many images get planted copies; calibrating (threshold None: auto) needs at least one."""
     count = whole_number("PLANT_DUPLICATES", value, 0)
     if count == 0 and threshold is None:
-        raise fail(
-            "PLANT_DUPLICATES", "at least 1 while IMGSIM_DUPLICATE_THRESHOLD is auto (or give a threshold)", value
-        )
+        refuse("PLANT_DUPLICATES", "at least 1 while IMGSIM_DUPLICATE_THRESHOLD is auto (or give a threshold)", value)
     return count
