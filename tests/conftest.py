@@ -143,6 +143,16 @@ def notebook(tmp_path, monkeypatch) -> NotebookRunner:
     return NotebookRunner(tmp_path, monkeypatch)
 
 
+def code_cells() -> list[str]:
+    notebook = json.loads(NOTEBOOK.read_text())
+    return ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
+
+
+def parameters_cell() -> dict:
+    notebook = json.loads(NOTEBOOK.read_text())
+    return next(cell for cell in notebook["cells"] if "parameters" in cell["metadata"].get("tags", []))
+
+
 def output_text(executed_nb) -> str:
     return "\n".join(
         output.get("text", "") if isinstance(output.get("text", ""), str) else "".join(output["text"])

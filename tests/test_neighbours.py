@@ -15,7 +15,6 @@ from qdrant_client import QdrantClient, models
 from imgsim.duplicates import duplicate_groups
 from imgsim.files import find_images, spread_sample
 from imgsim.neighbours import ExactNeighbours, QdrantNeighbours
-from imgsim.settings import check_parameters
 from imgsim.store import PAYLOAD_INDEXES, SERVER_COLLECTION, SERVER_SEARCH, SERVER_UPLOAD, point_id
 
 
@@ -105,13 +104,6 @@ def test_both_sources_agree_on_300_clothing_photos():
         exact.metrics(labels, 5)["precision_at_k"], abs=0.01
     )
     client.close()
-
-
-def test_neighbours_auto_means_numpy_in_local_mode_and_qdrant_on_a_server():
-    parameters = {"MODEL": "resnet18", "WEIGHTS": "none", "TOP_K": "5", "COLLECTION": "images", "PLANT_DUPLICATES": "9"}
-    assert check_parameters(parameters).neighbours == "numpy"
-    assert check_parameters(parameters | {"QDRANT_URL": "http://qdrant:6333"}).neighbours == "qdrant"
-    assert check_parameters(parameters | {"NEIGHBOURS": "qdrant"}).neighbours == "qdrant"
 
 
 def test_the_server_settings_are_requested_as_intended_and_accepted_by_local_mode(tmp_path):

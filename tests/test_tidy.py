@@ -22,7 +22,6 @@ from imgsim.calibration import central_box
 from imgsim.files import find_images, relative_key
 from imgsim.neighbours import ExactNeighbours
 from imgsim.panel import SearchPanel
-from imgsim.settings import SettingError, check_parameters
 from imgsim.tidy import RECORD, DuplicateCheck, move_duplicates, plan_tidy, undo_moves
 
 ORIGINALS = 44
@@ -199,18 +198,6 @@ def test_undo_never_overwrites_a_file_put_back_in_the_meantime(tidied, own_copy,
 
     assert len(undone.restored) == len(moves.moved) - 1 and back.read_bytes() == b"a new file at the old place"
     assert (quarantine / moves.moved[0]).exists() and moves.moved[0] in (quarantine / RECORD).read_text()
-
-
-def test_a_quarantine_inside_the_image_folder_is_refused(tmp_path):
-    images = tmp_path / "images"
-    parameters = {"MODEL": "resnet18", "WEIGHTS": "none", "TOP_K": "5", "COLLECTION": "images"}
-    parameters |= {"IMAGE_DIR": str(images), "DUPLICATE_THRESHOLD": "0.9", "PLANT_DUPLICATES": "0"}
-    for inside in (images / "duplicates", images, tmp_path):
-        with pytest.raises(SettingError, match="IMGSIM_MOVE_DUPLICATES_TO .* outside the image folder"):
-            check_parameters(parameters | {"MOVE_DUPLICATES_TO": str(inside)})
-    assert check_parameters(parameters).move_duplicates_to is None, "by default nothing moves"
-    outside = check_parameters(parameters | {"MOVE_DUPLICATES_TO": str(tmp_path / "duplicates")})
-    assert outside.move_duplicates_to == tmp_path / "duplicates"
 
 
 def panel_with_check(tidied, threshold) -> SearchPanel:
