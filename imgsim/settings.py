@@ -1,13 +1,14 @@
 """Step 0, the settings: check the notebook's parameters once, at the top, before any work starts.
 
 The notebook's `parameters` cell reads each setting from its environment variable (`IMGSIM_TOP_K`, ...)
-as text, or papermill puts a value there. `check_parameters` turns those values into typed settings and
-stops at the first one it cannot use, naming the variable and saying what it accepts, instead of
-failing later deep inside torch or qdrant-client.
+as text, or papermill puts a value there; that cell is the one place for the defaults. `check_parameters`
+turns those values into typed settings and stops at the first one it cannot use, naming the variable and
+saying what it accepts, instead of failing later deep inside torch or qdrant-client. It fills nothing in:
+a parameter that is missing, or empty where emptiness means nothing, is refused like any other bad value.
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import NoReturn
 
@@ -17,8 +18,6 @@ import torchvision
 from imgsim.files import is_inside
 from imgsim.model import COMPILE_CHOICES, RESNETS
 
-DEFAULT_IMAGE_DIR = "data/images"
-
 
 class SettingError(ValueError):
     """A parameter that cannot be used; the message names its environment variable."""
@@ -27,7 +26,6 @@ class SettingError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     image_dir: Path
-    image_dir_is_default: bool
     max_images: int | None
     model: str
     weights: str
@@ -52,11 +50,14 @@ class Settings:
         return self.report.parent / "figures"
 
     def __str__(self) -> str:
-        shown = {name: value for name, value in vars(self).items() if name != "image_dir_is_default"}
+        shown = dict(vars(self))
         shown.update(qdrant_api_key="(set)" if self.qdrant_api_key else None)
         shown.update(max_images=self.max_images or "all", batch_size=self.batch_size or "auto")
         shown.update(duplicate_threshold="auto" if self.duplicate_threshold is None else self.duplicate_threshold)
         return "\n".join(f"{variable_of(name.upper()):<28} {value}" for name, value in shown.items())
+
+
+PARAMETERS = tuple(setting.name.upper() for setting in fields(Settings))  # the parameters cell's names
 
 
 def variable_of(name: str) -> str:
@@ -77,9 +78,9 @@ def text(value) -> str:
 
 
 def whole_number(name: str, value, minimum: int, unset: str | None = None) -> int | None:
-    """An int of at least `minimum`; None where the parameter may be `unset` (the word, or empty)."""
+    """An int of at least `minimum`; None where the parameter may be `unset` and is (the word itself)."""
     raw = text(value).lower()
-    if unset and raw in ("", unset):
+    if unset and raw == unset:
         return None
     accepted = f"a whole number of at least {minimum}" + (f" (or {unset})" if unset else "")
     try:
@@ -98,7 +99,7 @@ def one_of(name: str, value, choices) -> str:
 
 
 def device_name(value) -> str:
-    raw = text(value).lower() or "auto"
+    raw = text(value).lower()
     if raw == "auto":
         return raw
     try:
@@ -125,7 +126,7 @@ def weights_name(value, model: str) -> str:
 
 
 def similarity_or_auto(name: str, value) -> float | None:
-    if text(value).lower() in ("", "auto"):
+    if text(value).lower() == "auto":
         return None
     accepted = "auto, or a number above -1 and at most 1 (a centred cosine similarity)"
     try:
@@ -151,6 +152,13 @@ def server_url(value) -> str | None:
     return raw or None
 
 
+def path_given(name: str, value, accepted: str) -> Path:
+    raw = text(value)
+    if not raw:
+        refuse(name, accepted, value)
+    return Path(raw).expanduser()
+
+
 def existing_file(name: str, value) -> Path | None:
     raw = text(value)
     if not raw:
@@ -163,38 +171,40 @@ def existing_file(name: str, value) -> Path | None:
 
 def check_parameters(parameters: dict) -> Settings:
     """Typed settings from the parameters cell's values (pass `globals()`); SettingError names what is wrong."""
+    missing = [f"{variable_of(name)} ({name})" for name in PARAMETERS if name not in parameters]
+    if missing:
+        raise SettingError(f"missing parameters (the parameters cell sets them all): {', '.join(missing)}")
     value = parameters.get
     model = one_of("MODEL", value("MODEL"), RESNETS)
-    image_dir = text(value("IMAGE_DIR")) or DEFAULT_IMAGE_DIR
+    image_dir = path_given("IMAGE_DIR", value("IMAGE_DIR"), "the folder of images to index")
     url = server_url(value("QDRANT_URL"))
     threshold = similarity_or_auto("DUPLICATE_THRESHOLD", value("DUPLICATE_THRESHOLD"))
     return Settings(
-        image_dir=Path(image_dir).expanduser(),
-        image_dir_is_default=Path(image_dir) == Path(DEFAULT_IMAGE_DIR),
+        image_dir=image_dir,
         max_images=whole_number("MAX_IMAGES", value("MAX_IMAGES"), 1, unset="all"),
         model=model,
         weights=weights_name(value("WEIGHTS"), model),
         device=device_name(value("DEVICE")),
         batch_size=whole_number("BATCH_SIZE", value("BATCH_SIZE"), 1, unset="auto"),
         workers=whole_number("WORKERS", value("WORKERS"), 1, unset="auto") or min(8, os.cpu_count() or 1),
-        qdrant_path=Path(text(value("QDRANT_PATH")) or "data/qdrant").expanduser(),
+        qdrant_path=path_given("QDRANT_PATH", value("QDRANT_PATH"), "a folder for local mode's storage"),
         qdrant_url=url,
         qdrant_api_key=text(value("QDRANT_API_KEY")) or None,
         collection=collection_name(value("COLLECTION")),
         query_image=existing_file("QUERY_IMAGE", value("QUERY_IMAGE")),
         top_k=whole_number("TOP_K", value("TOP_K"), 1),
-        report=Path(text(value("REPORT")) or "data/run_report.json").expanduser(),
+        report=path_given("REPORT", value("REPORT"), "the path of the run report (a .json file)"),
         duplicate_threshold=threshold,
         plant_duplicates=planted_images(value("PLANT_DUPLICATES"), threshold),
         neighbours=neighbour_source(value("NEIGHBOURS"), url),
-        move_duplicates_to=quarantine(value("MOVE_DUPLICATES_TO"), Path(image_dir).expanduser()),
-        compile=one_of("COMPILE", text(value("COMPILE")) or "auto", COMPILE_CHOICES),
+        move_duplicates_to=quarantine(value("MOVE_DUPLICATES_TO"), image_dir),
+        compile=one_of("COMPILE", value("COMPILE"), COMPILE_CHOICES),
     )
 
 
 def neighbour_source(value, url: str | None) -> str:
     """Where the analyses' neighbours come from; auto: numpy in local mode, qdrant on a server."""
-    choice = one_of("NEIGHBOURS", text(value) or "auto", ("auto", "numpy", "qdrant"))
+    choice = one_of("NEIGHBOURS", value, ("auto", "numpy", "qdrant"))
     return ("qdrant" if url else "numpy") if choice == "auto" else choice
 
 

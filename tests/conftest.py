@@ -1,5 +1,6 @@
 """Shared fixtures: pictures drawn at run time, and running the notebook on them."""
 
+import ast
 import json
 import os
 import random
@@ -151,6 +152,36 @@ def code_cells() -> list[str]:
 def parameters_cell() -> dict:
     notebook = json.loads(NOTEBOOK.read_text())
     return next(cell for cell in notebook["cells"] if "parameters" in cell["metadata"].get("tags", []))
+
+
+class Parameter(NamedTuple):
+    variable: str  # the environment variable it reads
+    default: str
+
+
+def notebook_parameters() -> dict[str, Parameter]:
+    """The parameters cell read as data, never run: its `NAME = getenv("VARIABLE", "default")` lines."""
+    statements = ast.parse("".join(parameters_cell()["source"])).body
+    assert ast.unparse(statements[0]) == "from os import getenv", "the cell starts by importing getenv"
+    parameters = {}
+    for statement in statements[1:]:
+        match statement:
+            case ast.Assign(
+                targets=[ast.Name(id=name)],
+                value=ast.Call(
+                    func=ast.Name(id="getenv"),
+                    args=[ast.Constant(str(variable)), ast.Constant(str(default))],
+                ),
+            ):
+                parameters[name] = Parameter(variable, default)
+            case _:
+                raise AssertionError(f'not NAME = getenv("VARIABLE", "default"): {ast.unparse(statement)}')
+    return parameters
+
+
+def notebook_defaults() -> dict[str, str]:
+    """Each parameter's default, from the notebook's parameters cell: the one place that states them."""
+    return {name: parameter.default for name, parameter in notebook_parameters().items()}
 
 
 def output_text(executed_nb) -> str:

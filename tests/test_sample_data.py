@@ -6,9 +6,10 @@ import threading
 import urllib.error
 import zipfile
 from io import BytesIO
+from pathlib import Path
 
 import pytest
-from conftest import draw_picture
+from conftest import draw_picture, notebook_defaults
 
 from imgsim import files
 from imgsim.files import SampleDownloadError, download_sample_images, find_images, images_to_index
@@ -112,7 +113,7 @@ def test_a_folder_the_user_named_is_never_a_download_target(tmp_path, no_downloa
         folder.write_text("not a folder")
 
     with pytest.raises(FileNotFoundError) as raised:
-        images_to_index(folder, is_default=False, limit=None)
+        images_to_index(folder, limit=None)
 
     message = str(raised.value)
     assert "IMGSIM_IMAGE_DIR" in message and str(folder) in message
@@ -124,9 +125,10 @@ def test_a_folder_the_user_named_is_never_a_download_target(tmp_path, no_downloa
 def test_the_default_folder_is_filled_with_the_sample_set_when_empty(tmp_path, serve_folder, monkeypatch):
     build_archive(tmp_path / "sample.zip")
     monkeypatch.setattr(files, "SAMPLE_DATA_URL", serve_folder(tmp_path)("sample.zip"))
-    folder = tmp_path / "data" / "images"
+    monkeypatch.chdir(tmp_path)
+    folder = Path(notebook_defaults()["IMAGE_DIR"])
 
-    found, selected, ignored = images_to_index(folder, is_default=True, limit=3)
+    found, selected, ignored = images_to_index(folder, limit=3)
 
     assert len(found) == 4 and len(selected) == 3 and ignored == {}
     assert {path.parent.name for path in selected} == {"shirt", "pants"}, "the sample spreads over labels"
@@ -137,6 +139,7 @@ def test_the_default_folder_offline_stops_with_what_to_do(tmp_path, monkeypatch)
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(files.urllib.request, "urlopen", offline)
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(SampleDownloadError, match="Offline") as raised:
-        images_to_index(tmp_path / "images", is_default=True, limit=None)
+        images_to_index(files.SAMPLE_FOLDER, limit=None)
     assert "name resolution" in str(raised.value) and "IMGSIM_IMAGE_DIR" in str(raised.value)

@@ -5,15 +5,17 @@ import subprocess
 import sys
 
 import pytest
-from conftest import NOTEBOOK, code_cells, parameters_cell, save_picture
+from conftest import NOTEBOOK, code_cells, notebook_defaults, notebook_parameters, parameters_cell, save_picture
 
-from imgsim.settings import SettingError, Settings, check_parameters, variable_of
+from imgsim.files import SAMPLE_FOLDER
+from imgsim.settings import PARAMETERS, SettingError, check_parameters, variable_of
+
+DEFAULTS = notebook_defaults()  # read from the parameters cell, never restated here
 
 
-def notebook_parameters() -> dict[str, str]:
-    """Each parameter of the notebook and the environment variable it reads, from its Settings."""
-    names = [name.upper() for name in Settings.__dataclass_fields__ if name != "image_dir_is_default"]
-    return {name: variable_of(name) for name in names}
+def checked_variables() -> dict[str, str]:
+    """Each parameter `check_parameters` checks and the environment variable its messages name."""
+    return {name: variable_of(name) for name in PARAMETERS}
 
 
 def test_the_parameters_cell_reads_one_setting_per_line_with_its_default_and_a_comment():
@@ -22,20 +24,30 @@ def test_the_parameters_cell_reads_one_setting_per_line_with_its_default_and_a_c
     assert cells.index(source) <= 1, "the parameters cell comes first, after the install cell"
     assert source.startswith("from os import getenv\n\n")
     lines = source.split("\n\n", 1)[1].splitlines()
-    parameter_lines = [re.fullmatch(r'(\w+) = getenv\("(\w+)", "[^"]*"\)  # \w.*', line) for line in lines]
-    assert all(parameter_lines), "NAME = getenv(VARIABLE, default)  # comment, one a line"
-    assert dict(line.group(1, 2) for line in parameter_lines) == notebook_parameters()
+    assert len(lines) == len(notebook_parameters()), "NAME = getenv(VARIABLE, default), one a line"
+    assert all(re.search(r'"\)  # \w', line) for line in lines), "each with a comment"
+    read = {name: parameter.variable for name, parameter in notebook_parameters().items()}
+    assert read == checked_variables(), "every parameter is checked, under the variable the cell reads"
+
+
+def test_the_notebooks_defaults_pass_the_check_and_a_missing_parameter_is_named():
+    settings = check_parameters(DEFAULTS)
+    assert settings.image_dir == SAMPLE_FOLDER, "by default, the folder the sample set fills"
+    assert settings.weights == "DEFAULT" and settings.max_images is None and settings.qdrant_url is None
+    for name in ("TOP_K", "QDRANT_URL"):
+        without = {other: value for other, value in DEFAULTS.items() if other != name}
+        with pytest.raises(SettingError, match=f"missing parameters .*{variable_of(name)}"):
+            check_parameters(without)
 
 
 def test_papermill_sees_every_parameter_with_its_help():
     command = [sys.executable, "-m", "papermill", "--help-notebook", str(NOTEBOOK)]
     listed = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     inferred = dict(re.findall(r"^  (\w+): .*\n +(\S.*)$", listed, re.MULTILINE))
-    assert set(inferred) == set(notebook_parameters()) and all(inferred.values())
+    assert set(inferred) == set(checked_variables()) and all(inferred.values())
 
 
-PARAMETERS = {"MODEL": "resnet50", "WEIGHTS": "none", "TOP_K": "5", "COLLECTION": "images"}
-PARAMETERS |= {"DUPLICATE_THRESHOLD": "0.9", "PLANT_DUPLICATES": "0"}
+GIVEN = DEFAULTS | {"WEIGHTS": "none", "DUPLICATE_THRESHOLD": "0.9", "PLANT_DUPLICATES": "0"}
 
 
 @pytest.mark.parametrize(
@@ -55,25 +67,38 @@ PARAMETERS |= {"DUPLICATE_THRESHOLD": "0.9", "PLANT_DUPLICATES": "0"}
         ("QDRANT_URL", "localhost:6333", "http://"),
         ("QUERY_IMAGE", "/no/such/image.jpg", "an image file that exists"),
         ("NEIGHBOURS", "faiss", "auto, numpy, qdrant"),
+        # empty where the cell gives no meaning to empty: nothing is filled in
+        ("IMAGE_DIR", "", "the folder of images to index"),
+        ("QDRANT_PATH", "", "a folder for local mode's storage"),
+        ("REPORT", "", "the path of the run report"),
+        ("MAX_IMAGES", "", "a whole number of at least 1 (or all)"),
+        ("WORKERS", " ", "a whole number of at least 1 (or auto)"),
+        ("TOP_K", "", "a whole number of at least 1"),
+        ("MODEL", "", "resnet18, resnet34, resnet50"),
+        ("WEIGHTS", "", "IMAGENET1K_V2"),
+        ("DEVICE", "", "auto, cpu, cuda"),
+        ("DUPLICATE_THRESHOLD", "", "auto, or a number"),
+        ("NEIGHBOURS", "", "auto, numpy, qdrant"),
+        ("COMPILE", "", "auto, on, off"),
     ],
 )
 def test_a_parameter_that_cannot_be_used_is_named_with_what_it_accepts(name, value, accepted):
     with pytest.raises(SettingError) as raised:
-        check_parameters({**PARAMETERS, name: value})
+        check_parameters({**GIVEN, name: value})
     message = str(raised.value)
     assert message.startswith(variable_of(name)) and accepted in message and repr(value) in message
 
 
 def test_parameters_become_typed_settings():
-    settings = check_parameters({**PARAMETERS, "TOP_K": 7, "MAX_IMAGES": "", "BATCH_SIZE": "auto", "WORKERS": "3"})
+    settings = check_parameters({**GIVEN, "TOP_K": 7, "MAX_IMAGES": "all", "BATCH_SIZE": "auto", "WORKERS": "3"})
     assert settings.top_k == 7 and settings.max_images is None and settings.batch_size is None
     assert settings.workers == 3 and settings.duplicate_threshold == 0.9
-    assert settings.image_dir_is_default and settings.qdrant_url is None
-    assert "secret" not in str(check_parameters({**PARAMETERS, "QDRANT_API_KEY": "secret"}))
+    assert settings.image_dir == SAMPLE_FOLDER and settings.qdrant_url is None
+    assert "secret" not in str(check_parameters({**GIVEN, "QDRANT_API_KEY": "secret"}))
 
 
 def test_the_compile_setting_is_auto_on_or_off_and_a_wrong_value_names_the_variable():
-    parameters = {"MODEL": "resnet18", "WEIGHTS": "none", "TOP_K": "5", "COLLECTION": "images", "PLANT_DUPLICATES": "9"}
+    parameters = DEFAULTS | {"MODEL": "resnet18", "WEIGHTS": "none", "PLANT_DUPLICATES": "9"}
     assert check_parameters(parameters).compile == "auto"
     assert check_parameters(parameters | {"COMPILE": " off "}).compile == "off"
     assert check_parameters(parameters | {"COMPILE": "on"}).compile == "on"
@@ -82,14 +107,14 @@ def test_the_compile_setting_is_auto_on_or_off_and_a_wrong_value_names_the_varia
 
 
 def test_neighbours_auto_means_numpy_in_local_mode_and_qdrant_on_a_server():
-    parameters = {"MODEL": "resnet18", "WEIGHTS": "none", "TOP_K": "5", "COLLECTION": "images", "PLANT_DUPLICATES": "9"}
+    parameters = DEFAULTS | {"MODEL": "resnet18", "WEIGHTS": "none", "PLANT_DUPLICATES": "9"}
     assert check_parameters(parameters).neighbours == "numpy"
     assert check_parameters(parameters | {"QDRANT_URL": "http://qdrant:6333"}).neighbours == "qdrant"
     assert check_parameters(parameters | {"NEIGHBOURS": "qdrant"}).neighbours == "qdrant"
 
 
 def test_calibrating_needs_planted_copies():
-    parameters = {"MODEL": "resnet18", "WEIGHTS": "none", "TOP_K": "5", "COLLECTION": "images"}
+    parameters = DEFAULTS | {"MODEL": "resnet18", "WEIGHTS": "none"}
     needs_copies = "IMGSIM_PLANT_DUPLICATES .* at least 1 while IMGSIM_DUPLICATE_THRESHOLD is auto"
     with pytest.raises(SettingError, match=needs_copies):
         check_parameters(parameters | {"DUPLICATE_THRESHOLD": "auto", "PLANT_DUPLICATES": "0"})
@@ -99,7 +124,7 @@ def test_calibrating_needs_planted_copies():
 
 def test_a_quarantine_inside_the_image_folder_is_refused(tmp_path):
     images = tmp_path / "images"
-    parameters = {"MODEL": "resnet18", "WEIGHTS": "none", "TOP_K": "5", "COLLECTION": "images"}
+    parameters = DEFAULTS | {"MODEL": "resnet18", "WEIGHTS": "none"}
     parameters |= {"IMAGE_DIR": str(images), "DUPLICATE_THRESHOLD": "0.9", "PLANT_DUPLICATES": "0"}
     for inside in (images / "duplicates", images, tmp_path):
         with pytest.raises(SettingError, match="IMGSIM_MOVE_DUPLICATES_TO .* outside the image folder"):
