@@ -28,7 +28,7 @@ class Settings:
     image_dir: Path
     max_images: int | None
     model: str
-    weights: str
+    weights: str | Path  # "none", a torchvision weights name of the model, or the Path of a state dict
     device: str
     batch_size: int | None
     workers: int
@@ -113,15 +113,25 @@ def device_name(value) -> str:
     return raw
 
 
-def weights_name(value, model: str) -> str:
+def model_weights(value, model: str) -> str | Path:
+    """none, a weights name that torchvision has for `model`, or the Path of a saved state dict that exists."""
     raw = text(value)
-    if raw.lower() == "none" or raw.endswith((".pth", ".pt")) or os.sep in raw or "/" in raw:
-        return raw
-    names = ["DEFAULT", *torchvision.models.get_model_weights(model).__members__]
+    if raw.lower() == "none":
+        return "none"
+    if raw.endswith((".pth", ".pt")) or os.sep in raw or "/" in raw:
+        path = Path(raw).expanduser()
+        if not path.is_file():
+            refuse(
+                "WEIGHTS",
+                "a state dict file that exists (save one there, for example with torch.save(torchvision.models."
+                f"{model}(weights='DEFAULT').state_dict(), '{path}') on a machine with internet access), "
+                "or none (IMGSIM_WEIGHTS=none) to test the pipeline",
+                value,
+            )
+        return path
+    names = dict.fromkeys(["DEFAULT", *torchvision.models.get_model_weights(model).__members__])
     if raw not in names:
-        refuse(
-            "WEIGHTS", f"one of {', '.join(dict.fromkeys(names))} for {model}, a path to a .pth file, or none", value
-        )
+        refuse("WEIGHTS", f"one of {', '.join(names)} for {model}, a path to a .pth file, or none", value)
     return raw
 
 
@@ -183,7 +193,7 @@ def check_parameters(parameters: dict) -> Settings:
         image_dir=image_dir,
         max_images=whole_number("MAX_IMAGES", value("MAX_IMAGES"), 1, unset="all"),
         model=model,
-        weights=weights_name(value("WEIGHTS"), model),
+        weights=model_weights(value("WEIGHTS"), model),
         device=device_name(value("DEVICE")),
         batch_size=whole_number("BATCH_SIZE", value("BATCH_SIZE"), 1, unset="auto"),
         workers=whole_number("WORKERS", value("WORKERS"), 1, unset="auto") or min(8, os.cpu_count() or 1),

@@ -134,6 +134,41 @@ def test_a_quarantine_inside_the_image_folder_is_refused(tmp_path):
     assert outside.move_duplicates_to == tmp_path / "duplicates"
 
 
+def test_missing_weights_file_says_how_to_supply_one(tmp_path):
+    with pytest.raises(SettingError, match="IMGSIM_WEIGHTS=none") as raised:
+        check_parameters(DEFAULTS | {"WEIGHTS": str(tmp_path / "absent.pth")})
+    assert "torch.save" in str(raised.value)
+
+
+def test_unknown_weights_name_lists_the_choices():
+    with pytest.raises(SettingError, match="IMAGENET1K_V2"):
+        check_parameters(DEFAULTS | {"MODEL": "resnet50", "WEIGHTS": "IMAGENET_BEST"})
+
+
+def test_unknown_model_is_refused():
+    with pytest.raises(SettingError, match="resnet152"):
+        check_parameters(DEFAULTS | {"MODEL": "vgg16", "WEIGHTS": "none"})
+
+
+def test_weights_become_none_a_name_or_the_path_of_a_file(tmp_path):
+    (tmp_path / "mine.pth").write_bytes(b"a state dict")
+    weights = {value: check_parameters(DEFAULTS | {"WEIGHTS": value}).weights for value in ("None", "IMAGENET1K_V1")}
+    assert weights == {"None": "none", "IMAGENET1K_V1": "IMAGENET1K_V1"}
+    assert check_parameters(DEFAULTS | {"WEIGHTS": str(tmp_path / "mine.pth")}).weights == tmp_path / "mine.pth"
+
+
+def test_notebook_stops_with_a_clear_message_when_the_weights_file_is_missing(tmp_path, notebook):
+    save_picture(tmp_path / "images" / "p.png", 0)
+    notebook.set(IMAGE_DIR=str(tmp_path / "images"), WEIGHTS=str(tmp_path / "missing.pth"))
+
+    report, _, error = notebook.run()
+
+    assert report is None
+    assert error is not None and "SettingError" in error.summary + error.trace
+    assert "IMGSIM_WEIGHTS=none" in error.trace
+    assert not notebook.qdrant_path.exists(), "checked with the other settings, before any work starts"
+
+
 def test_notebook_stops_at_the_top_on_a_bad_parameter(tmp_path, notebook):
     save_picture(tmp_path / "images" / "p.png", 0)
     notebook.set(IMAGE_DIR=str(tmp_path / "images"), TOP_K="abc")
