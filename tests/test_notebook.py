@@ -9,10 +9,8 @@ import statistics
 import subprocess
 import sys
 
-from conftest import NOTEBOOK, ROOT, code_cells, image_outputs, output_text, parameters_cell, save_picture
+from conftest import LABELS, NOTEBOOK, ROOT, code_cells, image_outputs, output_text, parameters_cell, save_picture
 from PIL import Image
-
-LABELS = {"circles": range(0, 5), "squares": range(5, 10), "stripes": range(10, 14)}
 
 
 def make_labelled_folder(folder):

@@ -5,31 +5,25 @@ import http.server
 import threading
 import urllib.error
 import zipfile
-from io import BytesIO
 from pathlib import Path
 
 import pytest
-from conftest import draw_picture, notebook_defaults
+from conftest import draw_picture, jpeg_bytes, notebook_defaults
 
 from imgsim import files
 from imgsim.files import SampleDownloadError, download_sample_images, find_images, images_to_index
 
 TOP = "clothing-dataset-small-0123"
-
-
-def jpeg_bytes(seed: int) -> bytes:
-    buffer = BytesIO()
-    draw_picture(seed, (64, 48)).save(buffer, "JPEG")
-    return buffer.getvalue()
+SMALL = (64, 48)  # pixels of the archive's drawn photos
 
 
 def build_archive(path, extra_members: dict[str, bytes] | None = None):
     members = {
         f"{TOP}/README.md": b"# clothing",
-        f"{TOP}/train/shirt/a.jpg": jpeg_bytes(1),
-        f"{TOP}/train/shirt/b.jpg": jpeg_bytes(2),
-        f"{TOP}/validation/pants/c.jpg": jpeg_bytes(3),
-        f"{TOP}/test/shirt/d.JPG": jpeg_bytes(4),
+        f"{TOP}/train/shirt/a.jpg": jpeg_bytes(draw_picture(1, SMALL)),
+        f"{TOP}/train/shirt/b.jpg": jpeg_bytes(draw_picture(2, SMALL)),
+        f"{TOP}/validation/pants/c.jpg": jpeg_bytes(draw_picture(3, SMALL)),
+        f"{TOP}/test/shirt/d.JPG": jpeg_bytes(draw_picture(4, SMALL)),
         **(extra_members or {}),
     }
     with zipfile.ZipFile(path, "w") as zf:
@@ -66,13 +60,13 @@ def test_sample_archive_is_downloaded_and_merged_into_class_folders(tmp_path, se
     assert count == 4
     found = sorted(p.relative_to(dest).as_posix() for p in find_images(dest))
     assert found == ["pants/c.jpg", "shirt/a.jpg", "shirt/b.jpg", "shirt/d.JPG"]
-    assert (dest / "shirt" / "a.jpg").read_bytes() == jpeg_bytes(1)
+    assert (dest / "shirt" / "a.jpg").read_bytes() == jpeg_bytes(draw_picture(1, SMALL))
     assert not (dest / "README.md").exists()
 
 
 @pytest.mark.parametrize("evil_name", ["../escaped.jpg", f"{TOP}/train/../../../escaped.jpg", "/tmp/escaped.jpg"])
 def test_archive_with_a_member_outside_the_target_is_refused_whole(tmp_path, serve_folder, evil_name):
-    build_archive(tmp_path / "evil.zip", {evil_name: jpeg_bytes(9)})
+    build_archive(tmp_path / "evil.zip", {evil_name: jpeg_bytes(draw_picture(9, SMALL))})
     url = serve_folder(tmp_path)("evil.zip")
     dest = tmp_path / "deep" / "images"
 

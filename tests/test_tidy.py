@@ -13,10 +13,18 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import ROOT, calibrate_as_the_notebook_does, draw_picture, index_with_random_weights, save_picture
+from conftest import (
+    ROOT,
+    calibrate_as_the_notebook_does,
+    draw_picture,
+    index_with_random_weights,
+    jpeg_bytes,
+    save_picture,
+    text,
+    upload,
+)
 from PIL import Image
 from qdrant_client import QdrantClient
-from test_panel import jpeg, text, upload
 
 from imgsim.calibration import central_box
 from imgsim.files import find_images, relative_key
@@ -209,11 +217,11 @@ def test_the_panel_labels_an_uploaded_resized_copy_as_a_near_duplicate_and_an_un
     panel = panel_with_check(tidied, tidied.calibration.grouping_threshold)
     threshold = f"{tidied.calibration.grouping_threshold:.4f}"
 
-    upload(panel, "phone photo.jpg", jpeg(Image.open(tidied.folder / "warm" / "shot 5.jpg").resize((200, 150))))
+    upload(panel, "phone photo.jpg", jpeg_bytes(Image.open(tidied.folder / "warm" / "shot 5.jpg").resize((200, 150))))
     said = text(panel.message)
     assert "near-duplicate of the stored warm/shot 5.jpg" in said and f"threshold {threshold}" in said
 
-    upload(panel, "another photo.jpg", jpeg(draw_picture(1234)))
+    upload(panel, "another photo.jpg", jpeg_bytes(draw_picture(1234)))
     said = text(panel.message)
     assert "no near-duplicate" in said and "near-duplicate of" not in said and threshold in said
 
@@ -221,7 +229,7 @@ def test_the_panel_labels_an_uploaded_resized_copy_as_a_near_duplicate_and_an_un
 def test_without_a_separating_threshold_only_an_identical_file_is_a_duplicate(tidied, tmp_path):
     panel = panel_with_check(tidied, None)
 
-    upload(panel, "resized.jpg", jpeg(Image.open(tidied.folder / "warm" / "shot 5.jpg").resize((200, 150))))
+    upload(panel, "resized.jpg", jpeg_bytes(Image.open(tidied.folder / "warm" / "shot 5.jpg").resize((200, 150))))
     assert "near-duplicates are not claimed" in text(panel.message)
 
     upload(panel, "same.jpg", (tidied.folder / "warm" / "shot 7.jpg").read_bytes())
