@@ -65,12 +65,15 @@ def variable_of(name: str) -> str:
     return name if name in ("QDRANT_URL", "QDRANT_API_KEY") else f"IMGSIM_{name}"
 
 
+def where_set(name: str) -> str:
+    if variable_of(name) == name:
+        return f"{name} (in the environment or the parameters cell)"
+    return f"{variable_of(name)} (or {name} in the parameters cell)"
+
+
 def refuse(name: str, accepted: str, value) -> NoReturn:
     """Stop with a SettingError that names the parameter's variable, what it accepts, and the value given."""
-    where = f"{name} (in the environment or the parameters cell)"
-    if variable_of(name) != name:
-        where = f"{variable_of(name)} (or {name} in the parameters cell)"
-    raise SettingError(f"{where} must be {accepted}, not {value!r}") from None  # the message says it all
+    raise SettingError(f"{where_set(name)} must be {accepted}, not {value!r}") from None  # the message says it all
 
 
 def text(value) -> str:
@@ -181,9 +184,9 @@ def existing_file(name: str, value) -> Path | None:
 
 def check_parameters(parameters: dict) -> Settings:
     """Typed settings from the parameters cell's values (pass `globals()`); SettingError names what is wrong."""
-    missing = [f"{variable_of(name)} ({name})" for name in PARAMETERS if name not in parameters]
-    if missing:
-        raise SettingError(f"missing parameters (the parameters cell sets them all): {', '.join(missing)}")
+    for name in PARAMETERS:
+        if name not in parameters:
+            raise SettingError(f"{where_set(name)} is not set: the parameters cell sets every parameter")
     value = parameters.get
     model = one_of("MODEL", value("MODEL"), RESNETS)
     image_dir = path_given("IMAGE_DIR", value("IMAGE_DIR"), "the folder of images to index")
