@@ -3,8 +3,8 @@
 An image's stable name is its path relative to the image folder (`shoes/x.jpg`); its label is the first
 sub-folder of that path. Files of other extensions are counted per extension, so that none is left out
 without a word; hidden files and folders (`.DS_Store`, `.ipynb_checkpoints`) are skipped silently. Only
-the default folder (`data/images`) is ever filled with the CC0 sample set; a folder the user named must
-exist and hold images, or the notebook stops and names it.
+the sample folder (`data/images`, the notebook's default) is ever filled with the CC0 sample set; a folder
+the user named must exist and hold images, or the notebook stops and names it.
 """
 
 import os
@@ -25,6 +25,7 @@ RAW_EXTENSIONS = {
     ".raf", ".rw2", ".rwl", ".sr2", ".srf", ".srw", ".x3f",
 }  # fmt: skip
 NO_EXTENSION = "(no extension)"
+SAMPLE_FOLDER = Path("data/images")  # relative to where the notebook runs
 SAMPLE_DATA_URL = (
     "https://github.com/alexeygrigorev/clothing-dataset-small/archive/11961516512414bf9f6c150a832cfd21b54a6b54.zip"
 )
@@ -104,20 +105,20 @@ def is_inside(folder: Path, path: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
-def images_to_index(folder: Path, is_default: bool, limit: int | None) -> tuple[list[Path], list[Path], dict[str, int]]:
+def images_to_index(folder: Path, limit: int | None) -> tuple[list[Path], list[Path], dict[str, int]]:
     """(every image in the folder, the ones selected for this run, the other files' count per extension).
 
-    Fills only the default folder with samples.
+    Fills only the sample folder with samples, and only while it holds no images.
     """
     found, ignored = scan_folder(folder) if folder.is_dir() else ([], {})
-    if not found and is_default:
+    if not found and folder == SAMPLE_FOLDER:
         print(f"No images in {folder}: downloading the CC0 sample set from {SAMPLE_DATA_URL}")
         print(f"extracted {download_sample_images(SAMPLE_DATA_URL, folder)} images")
         found, ignored = scan_folder(folder)
     elif not found:
         raise FileNotFoundError(
             f"IMGSIM_IMAGE_DIR: {folder.resolve()} {why_no_images(folder)}. Point IMGSIM_IMAGE_DIR at a folder of "
-            "images, or leave it unset to use data/images (filled with a sample set when empty)."
+            f"images, or at {SAMPLE_FOLDER} (the notebook's default, filled with a sample set when empty)."
             + (f"\n{describe_ignored(ignored)}" if ignored else "")
         )
     return found, spread_sample(found, folder, limit), ignored

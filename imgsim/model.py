@@ -1,13 +1,13 @@
 """Step 2, the model: a torchvision ResNet with its weights and the preprocessing those weights expect.
 
 Weights come from torchvision's weights API (downloaded once into the torch hub cache), from a saved
-state dict, or are random (`none`, seeded, for tests: not semantic). A failed download stops with what
-to do offline; nothing ever falls back to random weights on its own. The notebook itself swaps the
+state dict, or are random (`none`, seeded, for tests: not semantic), as `imgsim.settings` checked them:
+the model code trusts that check. A failed download stops with what to do offline; nothing ever falls
+back to random weights on its own. The notebook itself swaps the
 classification head for `Identity`; `feature_extractor` does the same for scripts and the benchmark.
 """
 
 import hashlib
-import os
 import warnings
 from pathlib import Path
 
@@ -40,13 +40,19 @@ def sha256_of_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_resnet(model_name: str, weights: str):
-    """The ResNet with its weights, the weights' preprocessing, and a short id of the weights used."""
-    if model_name not in RESNETS:
-        raise ValueError(f"IMGSIM_MODEL must be one of {RESNETS}, not {model_name!r}")
+def build_resnet(model_name: str, weights: str | Path):
+    """The ResNet with its weights, the weights' preprocessing, and a short id of the weights used.
+
+    `model_name` is one of RESNETS; `weights` is "none", a torchvision weights name of that model, or the
+    Path of a saved state dict (what `check_parameters` makes of IMGSIM_MODEL and IMGSIM_WEIGHTS).
+    """
     weights_enum = torchvision.models.get_model_weights(model_name)
     preprocess = weights_enum.DEFAULT.transforms()
-    if weights.lower() == "none":
+    if isinstance(weights, Path):
+        model = torchvision.models.get_model(model_name, weights=None)
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return model, preprocess, f"file {weights.name} sha256:{sha256_of_file(weights)[:12]}"
+    if weights == "none":
         warnings.warn(
             "IMGSIM_WEIGHTS=none: the model is randomly initialised (seed 0). Its vectors are NOT "
             "semantic: scores and rankings show how the pipeline works, not which images look alike.",
@@ -54,24 +60,7 @@ def build_resnet(model_name: str, weights: str):
         )
         torch.manual_seed(0)
         return torchvision.models.get_model(model_name, weights=None), preprocess, "none (random, seed 0)"
-    if weights.endswith((".pth", ".pt")) or os.sep in weights or "/" in weights:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"weights file {path} does not exist. Save a state dict there, for example with "
-                f"torch.save(torchvision.models.{model_name}(weights='DEFAULT').state_dict(), '{path}') "
-                "on a machine with internet access, or set IMGSIM_WEIGHTS=none to test the pipeline."
-            )
-        model = torchvision.models.get_model(model_name, weights=None)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model, preprocess, f"file {path.name} sha256:{sha256_of_file(path)[:12]}"
-    try:
-        chosen = weights_enum[weights]
-    except KeyError:
-        names = ["DEFAULT", *weights_enum.__members__]
-        raise ValueError(
-            f"unknown weights {weights!r} for {model_name}: use one of {names}, a path to a .pth file, or none"
-        ) from None
+    chosen = weights_enum[weights]
     try:
         model = torchvision.models.get_model(model_name, weights=chosen)
     except OSError as error:  # URLError, socket errors and timeouts are all OSErrors
@@ -84,7 +73,7 @@ def build_resnet(model_name: str, weights: str):
     return model, chosen.transforms(), str(chosen).split(".")[-1]
 
 
-def feature_extractor(model_name: str, weights: str, device: torch.device):
+def feature_extractor(model_name: str, weights: str | Path, device: torch.device):
     """The ResNet without its classification head, ready for inference: (model, preprocess, weights id, size)."""
     model, preprocess, weights_id = build_resnet(model_name, weights)
     vector_size = model.fc.in_features

@@ -1,14 +1,22 @@
-"""Shared fixtures: pictures drawn at run time, and running the notebook on them."""
+"""Shared fixtures: pictures drawn at run time, files made in memory, the panel used as a person does, and
+running the notebook on them."""
 
+import ast
+import html
+import io
 import json
 import os
 import random
+import re
+import struct
 import warnings
+import zlib
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
+import ipywidgets as widgets
 import pytest
 import torch
 from nbmake.nb_run import NotebookRun
@@ -19,11 +27,13 @@ from imgsim.calibration import calibrate
 from imgsim.duplicates import duplicate_groups, exact_duplicate_groups
 from imgsim.embedding import embed_file, embed_in_batches
 from imgsim.model import feature_extractor
+from imgsim.panel import SearchPanel
 from imgsim.store import FolderSync, point_id, stored_files
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "image-similarity-vector-db.ipynb"
 SHARED_PHOTOS = ROOT.parent / "shared" / "datasets" / "clothing_small_10cls"
+LABELS = {"circles": range(0, 5), "squares": range(5, 10), "stripes": range(10, 14)}  # drawn pictures' seeds
 
 
 def draw_picture(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
@@ -44,6 +54,46 @@ def save_picture(path: Path, seed: int, size: tuple[int, int] = (320, 240), **sa
     path.parent.mkdir(parents=True, exist_ok=True)
     draw_picture(seed, size).save(path, **save_options)
     return path
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 80) -> bytes:
+    """The image as the bytes of a JPEG file, made in memory."""
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG that claims `width` x `height` pixels: a decompression bomb's signature."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def upload(panel: SearchPanel, name: str, data: bytes, size: int | None = None) -> None:
+    """Pick a file as a browser does, whose announced `size` is the data's unless given.
+
+    ipywidgets 8 sends a list of entries whose content is a memoryview; ipywidgets 7 sends the files'
+    metadata and their contents as two lists, and a counter that makes the widget gather them.
+    """
+    size = len(data) if size is None else size
+    button = panel.query_sources.children[0]
+    if widgets.__version__.startswith("7."):
+        metadata = {"name": name, "type": "image/jpeg", "size": size, "lastModified": 0}
+        button.set_state({"metadata": [metadata], "data": [memoryview(data)], "_counter": button._counter + 1})
+    else:
+        entry = {"name": name, "type": "image/jpeg", "size": size, "last_modified": 0, "content": memoryview(data)}
+        button.set_state({"value": [entry]})
+
+
+def text(html_widget: widgets.HTML) -> str:
+    """The text a person reads in an HTML widget, one line per line shown."""
+    return html.unescape(re.sub(r"<[^>]+>", "", html_widget.value.replace("<br>", "\n")))
 
 
 class Embedders(NamedTuple):
@@ -141,6 +191,46 @@ class NotebookRunner:
 @pytest.fixture
 def notebook(tmp_path, monkeypatch) -> NotebookRunner:
     return NotebookRunner(tmp_path, monkeypatch)
+
+
+def code_cells() -> list[str]:
+    notebook = json.loads(NOTEBOOK.read_text())
+    return ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
+
+
+def parameters_cell() -> dict:
+    notebook = json.loads(NOTEBOOK.read_text())
+    return next(cell for cell in notebook["cells"] if "parameters" in cell["metadata"].get("tags", []))
+
+
+class Parameter(NamedTuple):
+    variable: str  # the environment variable it reads
+    default: str
+
+
+def notebook_parameters() -> dict[str, Parameter]:
+    """The parameters cell read as data, never run: its `NAME = getenv("VARIABLE", "default")` lines."""
+    statements = ast.parse("".join(parameters_cell()["source"])).body
+    assert ast.unparse(statements[0]) == "from os import getenv", "the cell starts by importing getenv"
+    parameters = {}
+    for statement in statements[1:]:
+        match statement:
+            case ast.Assign(
+                targets=[ast.Name(id=name)],
+                value=ast.Call(
+                    func=ast.Name(id="getenv"),
+                    args=[ast.Constant(str(variable)), ast.Constant(str(default))],
+                ),
+            ):
+                parameters[name] = Parameter(variable, default)
+            case _:
+                raise AssertionError(f'not NAME = getenv("VARIABLE", "default"): {ast.unparse(statement)}')
+    return parameters
+
+
+def notebook_defaults() -> dict[str, str]:
+    """Each parameter's default, from the notebook's parameters cell: the one place that states them."""
+    return {name: parameter.default for name, parameter in notebook_parameters().items()}
 
 
 def output_text(executed_nb) -> str:

@@ -3,24 +3,13 @@
 import warnings
 
 import numpy as np
-import pytest
 import torch
 from conftest import save_picture
 
 from imgsim.embedding import embed_in_batches
 from imgsim.model import COMPILE_PAYS_FROM, compile_decision, compile_model, feature_extractor
-from imgsim.settings import SettingError, check_parameters
 
 CPU = torch.device("cpu")
-PARAMETERS = {"MODEL": "resnet18", "WEIGHTS": "none", "TOP_K": "5", "COLLECTION": "images", "PLANT_DUPLICATES": "9"}
-
-
-def test_the_compile_setting_is_auto_on_or_off_and_a_wrong_value_names_the_variable():
-    assert check_parameters(PARAMETERS).compile == "auto"
-    assert check_parameters(PARAMETERS | {"COMPILE": " off "}).compile == "off"
-    assert check_parameters(PARAMETERS | {"COMPILE": "on"}).compile == "on"
-    with pytest.raises(SettingError, match="IMGSIM_COMPILE .*one of auto, on, off, not 'yes'"):
-        check_parameters(PARAMETERS | {"COMPILE": "yes"})
 
 
 def test_auto_compiles_on_a_cpu_from_the_measured_number_of_images_and_on_off_decide_alone():

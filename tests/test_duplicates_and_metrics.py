@@ -8,7 +8,6 @@ from PIL import Image
 from imgsim.calibration import Calibration, CalibrationWorld, planted_pairs_found
 from imgsim.duplicates import duplicate_groups, similar_pairs
 from imgsim.metrics import retrieval_metrics
-from imgsim.settings import SettingError, check_parameters
 
 QUARTER_CIRCLE = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
 LABELS = ["a", "a", "b", "b"]
@@ -122,15 +121,6 @@ def test_a_calibrated_threshold_groups_only_if_it_separates_and_a_given_one_alwa
     assert Calibration(0.8, "auto", separable=True).grouping_threshold == 0.8
     assert Calibration(0.8, "auto", separable=False).grouping_threshold is None
     assert Calibration(0.5, "given", separable=False).grouping_threshold == 0.5
-
-
-def test_calibrating_needs_planted_copies():
-    parameters = {"MODEL": "resnet18", "WEIGHTS": "none", "TOP_K": "5", "COLLECTION": "images"}
-    needs_copies = "IMGSIM_PLANT_DUPLICATES .* at least 1 while IMGSIM_DUPLICATE_THRESHOLD is auto"
-    with pytest.raises(SettingError, match=needs_copies):
-        check_parameters(parameters | {"DUPLICATE_THRESHOLD": "auto", "PLANT_DUPLICATES": "0"})
-    given = check_parameters(parameters | {"DUPLICATE_THRESHOLD": "0.8", "PLANT_DUPLICATES": "0"})
-    assert given.duplicate_threshold == 0.8 and given.plant_duplicates == 0
 
 
 def make_folder_with_copies(folder, originals: int = 44, copied: range = range(0, 36, 6)) -> dict[str, str]:

@@ -1,19 +1,16 @@
 """Messy real-world folders: every file is embedded correctly or skipped with its reason, never a crash."""
 
-import io
 import os
 import shutil
-import struct
 import tempfile
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import draw_picture, output_text, save_picture
+from conftest import draw_picture, jpeg_bytes, output_text, png_header_only, save_picture
 from PIL import Image
 
 from imgsim.files import find_images, relative_key
@@ -22,24 +19,6 @@ from imgsim.reading import load_image, normalise_pixels, resize_and_crop, to_rgb
 PREPROCESS = torchvision.models.ResNet18_Weights.DEFAULT.transforms()
 EMBEDDED = None
 RUNNING_AS_ROOT = os.geteuid() == 0
-
-
-def jpeg_bytes(image: Image.Image, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", **options)
-    return buffer.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A tiny PNG that claims `width` x `height` pixels: a decompression bomb's signature."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
 
 
 def exif_rotated(image: Image.Image) -> tuple[Image.Image, Image.Exif]:

@@ -15,7 +15,6 @@ from qdrant_client import QdrantClient, models
 from imgsim.duplicates import duplicate_groups
 from imgsim.files import find_images, spread_sample
 from imgsim.neighbours import ExactNeighbours, QdrantNeighbours
-from imgsim.settings import check_parameters
 from imgsim.store import PAYLOAD_INDEXES, SERVER_COLLECTION, SERVER_SEARCH, SERVER_UPLOAD, point_id
 
 
@@ -107,18 +106,7 @@ def test_both_sources_agree_on_300_clothing_photos():
     client.close()
 
 
-def test_neighbours_auto_means_numpy_in_local_mode_and_qdrant_on_a_server():
-    parameters = {"MODEL": "resnet18", "WEIGHTS": "none", "TOP_K": "5", "COLLECTION": "images", "PLANT_DUPLICATES": "9"}
-    assert check_parameters(parameters).neighbours == "numpy"
-    assert check_parameters(parameters | {"QDRANT_URL": "http://qdrant:6333"}).neighbours == "qdrant"
-    assert check_parameters(parameters | {"NEIGHBOURS": "qdrant"}).neighbours == "qdrant"
-
-
 def test_the_server_settings_are_requested_as_intended_and_accepted_by_local_mode(tmp_path):
-    hnsw = SERVER_COLLECTION["hnsw_config"]
-    assert (hnsw.m, hnsw.ef_construct) == (16, 200) and "quantization_config" not in SERVER_COLLECTION
-    assert SERVER_SEARCH.hnsw_ef == 128 and set(PAYLOAD_INDEXES) == {"label", "path", "model"}
-
     client = QdrantClient(path=str(tmp_path / "qdrant"))
     try:
         vectors = models.VectorParams(size=4, distance=models.Distance.DOT, on_disk=True)

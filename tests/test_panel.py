@@ -4,9 +4,7 @@ The uploads are sent in the installed ipywidgets' own format, so the tests run u
 (Colab's); run them under 7.7 with `pip install "ipywidgets==7.7.*"` in a separate environment.
 """
 
-import html
 import io
-import re
 import subprocess
 import sys
 import warnings
@@ -14,16 +12,24 @@ from types import SimpleNamespace
 
 import ipywidgets as widgets
 import pytest
-from conftest import ROOT, draw_picture, index_with_random_weights, save_picture
+from conftest import (
+    LABELS,
+    ROOT,
+    draw_picture,
+    index_with_random_weights,
+    jpeg_bytes,
+    png_header_only,
+    save_picture,
+    text,
+    upload,
+)
 from PIL import Image
 from qdrant_client import QdrantClient
-from test_ingestion import png_header_only
 
 from imgsim.files import find_images, label_of
 from imgsim.panel import MAX_UPLOAD_BYTES, SearchPanel, uploaded_files
 from imgsim.store import SERVER_SEARCH
 
-LABELS = {"circles": range(0, 5), "squares": range(5, 10), "stripes": range(10, 14)}
 TWIN = "squares/resized_twin.jpg"  # a resized copy of circles/picture_1.jpg
 ALL_IMAGES = 15
 
@@ -55,35 +61,8 @@ def panel(indexed, client) -> SearchPanel:
     return SearchPanel(lambda: client, "images", indexed.folder, indexed.embed, top_k=5)
 
 
-def jpeg(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=80)
-    return buffer.getvalue()
-
-
 def resized_copy(indexed, key: str) -> bytes:
-    return jpeg(Image.open(indexed.folder / key).resize((200, 150)))
-
-
-def upload(panel: SearchPanel, name: str, data: bytes, size: int | None = None) -> None:
-    """Pick a file as a browser does, whose announced `size` is the data's unless given.
-
-    ipywidgets 8 sends a list of entries whose content is a memoryview; ipywidgets 7 sends the files'
-    metadata and their contents as two lists, and a counter that makes the widget gather them.
-    """
-    size = len(data) if size is None else size
-    button = panel.query_sources.children[0]
-    if widgets.__version__.startswith("7."):
-        metadata = {"name": name, "type": "image/jpeg", "size": size, "lastModified": 0}
-        button.set_state({"metadata": [metadata], "data": [memoryview(data)], "_counter": button._counter + 1})
-    else:
-        entry = {"name": name, "type": "image/jpeg", "size": size, "last_modified": 0, "content": memoryview(data)}
-        button.set_state({"value": [entry]})
-
-
-def text(html_widget: widgets.HTML) -> str:
-    """The text a person reads in an HTML widget, one line per line shown."""
-    return html.unescape(re.sub(r"<[^>]+>", "", html_widget.value.replace("<br>", "\n")))
+    return jpeg_bytes(Image.open(indexed.folder / key).resize((200, 150)))
 
 
 def shown(panel: SearchPanel) -> list[dict]:
@@ -171,7 +150,7 @@ def test_the_label_menu_lists_the_labels_with_their_counts(panel):
 
 def test_more_like_this_and_less_like_this_gather_examples_for_a_recommend_query(panel):
     panel.limit.value = ALL_IMAGES
-    upload(panel, "new picture.jpg", jpeg(draw_picture(99)))  # a picture that is not in the collection
+    upload(panel, "new picture.jpg", jpeg_bytes(draw_picture(99)))  # a picture that is not in the collection
     first_results = paths(panel)
 
     button(panel, "circles/picture_1.jpg", "more like this").click()

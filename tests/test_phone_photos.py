@@ -34,7 +34,7 @@ def test_the_phone_formats_are_written_as_such(phone_folder):
 
 
 def test_a_half_size_heic_heif_or_avif_copy_ranks_first_for_its_jpeg(phone_folder, tmp_path):
-    found, _, ignored = images_to_index(phone_folder, is_default=False, limit=None)
+    found, _, ignored = images_to_index(phone_folder, limit=None)
     assert len(found) == 13 and ignored == {}, "upper-case .HEIC included"
     client = QdrantClient(path=str(tmp_path / "qdrant"))
     try:
@@ -62,7 +62,7 @@ def test_other_files_are_counted_per_extension_and_hidden_ones_are_not(tmp_path)
     (tmp_path / "trip" / ".DS_Store").write_bytes(b"finder")
     save_picture(tmp_path / "trip" / ".thumbnails" / "picture_0.jpg", 0)
 
-    found, selected, ignored = images_to_index(tmp_path / "trip", is_default=False, limit=None)
+    found, selected, ignored = images_to_index(tmp_path / "trip", limit=None)
 
     assert len(found) == len(selected) == 3
     assert ignored == {".cr2": 3, "(no extension)": 1, ".mov": 1, ".txt": 1}

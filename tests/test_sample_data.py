@@ -5,30 +5,25 @@ import http.server
 import threading
 import urllib.error
 import zipfile
-from io import BytesIO
+from pathlib import Path
 
 import pytest
-from conftest import draw_picture
+from conftest import draw_picture, jpeg_bytes, notebook_defaults
 
 from imgsim import files
 from imgsim.files import SampleDownloadError, download_sample_images, find_images, images_to_index
 
 TOP = "clothing-dataset-small-0123"
-
-
-def jpeg_bytes(seed: int) -> bytes:
-    buffer = BytesIO()
-    draw_picture(seed, (64, 48)).save(buffer, "JPEG")
-    return buffer.getvalue()
+SMALL = (64, 48)  # pixels of the archive's drawn photos
 
 
 def build_archive(path, extra_members: dict[str, bytes] | None = None):
     members = {
         f"{TOP}/README.md": b"# clothing",
-        f"{TOP}/train/shirt/a.jpg": jpeg_bytes(1),
-        f"{TOP}/train/shirt/b.jpg": jpeg_bytes(2),
-        f"{TOP}/validation/pants/c.jpg": jpeg_bytes(3),
-        f"{TOP}/test/shirt/d.JPG": jpeg_bytes(4),
+        f"{TOP}/train/shirt/a.jpg": jpeg_bytes(draw_picture(1, SMALL)),
+        f"{TOP}/train/shirt/b.jpg": jpeg_bytes(draw_picture(2, SMALL)),
+        f"{TOP}/validation/pants/c.jpg": jpeg_bytes(draw_picture(3, SMALL)),
+        f"{TOP}/test/shirt/d.JPG": jpeg_bytes(draw_picture(4, SMALL)),
         **(extra_members or {}),
     }
     with zipfile.ZipFile(path, "w") as zf:
@@ -65,13 +60,13 @@ def test_sample_archive_is_downloaded_and_merged_into_class_folders(tmp_path, se
     assert count == 4
     found = sorted(p.relative_to(dest).as_posix() for p in find_images(dest))
     assert found == ["pants/c.jpg", "shirt/a.jpg", "shirt/b.jpg", "shirt/d.JPG"]
-    assert (dest / "shirt" / "a.jpg").read_bytes() == jpeg_bytes(1)
+    assert (dest / "shirt" / "a.jpg").read_bytes() == jpeg_bytes(draw_picture(1, SMALL))
     assert not (dest / "README.md").exists()
 
 
 @pytest.mark.parametrize("evil_name", ["../escaped.jpg", f"{TOP}/train/../../../escaped.jpg", "/tmp/escaped.jpg"])
 def test_archive_with_a_member_outside_the_target_is_refused_whole(tmp_path, serve_folder, evil_name):
-    build_archive(tmp_path / "evil.zip", {evil_name: jpeg_bytes(9)})
+    build_archive(tmp_path / "evil.zip", {evil_name: jpeg_bytes(draw_picture(9, SMALL))})
     url = serve_folder(tmp_path)("evil.zip")
     dest = tmp_path / "deep" / "images"
 
@@ -112,7 +107,7 @@ def test_a_folder_the_user_named_is_never_a_download_target(tmp_path, no_downloa
         folder.write_text("not a folder")
 
     with pytest.raises(FileNotFoundError) as raised:
-        images_to_index(folder, is_default=False, limit=None)
+        images_to_index(folder, limit=None)
 
     message = str(raised.value)
     assert "IMGSIM_IMAGE_DIR" in message and str(folder) in message
@@ -124,9 +119,10 @@ def test_a_folder_the_user_named_is_never_a_download_target(tmp_path, no_downloa
 def test_the_default_folder_is_filled_with_the_sample_set_when_empty(tmp_path, serve_folder, monkeypatch):
     build_archive(tmp_path / "sample.zip")
     monkeypatch.setattr(files, "SAMPLE_DATA_URL", serve_folder(tmp_path)("sample.zip"))
-    folder = tmp_path / "data" / "images"
+    monkeypatch.chdir(tmp_path)
+    folder = Path(notebook_defaults()["IMAGE_DIR"])
 
-    found, selected, ignored = images_to_index(folder, is_default=True, limit=3)
+    found, selected, ignored = images_to_index(folder, limit=3)
 
     assert len(found) == 4 and len(selected) == 3 and ignored == {}
     assert {path.parent.name for path in selected} == {"shirt", "pants"}, "the sample spreads over labels"
@@ -137,6 +133,7 @@ def test_the_default_folder_offline_stops_with_what_to_do(tmp_path, monkeypatch)
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(files.urllib.request, "urlopen", offline)
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(SampleDownloadError, match="Offline") as raised:
-        images_to_index(tmp_path / "images", is_default=True, limit=None)
+        images_to_index(files.SAMPLE_FOLDER, limit=None)
     assert "name resolution" in str(raised.value) and "IMGSIM_IMAGE_DIR" in str(raised.value)

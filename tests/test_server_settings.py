@@ -4,13 +4,14 @@ The benchmark itself (benchmarks/server_settings.py) is not run here; these chec
 """
 
 import json
+import re
 import sys
 
 import qdrant_edge as edge
 from conftest import NOTEBOOK, ROOT
 from qdrant_client import models
 
-from imgsim.store import INT8_QUANTIZATION, INT8_SEARCH, SERVER_COLLECTION, SERVER_SEARCH
+from imgsim.store import INT8_QUANTIZATION, INT8_SEARCH, PAYLOAD_INDEXES, SERVER_COLLECTION, SERVER_SEARCH
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import server_settings  # noqa: E402
@@ -53,6 +54,18 @@ def test_a_changed_store_setting_reaches_the_benchmark_shard(tmp_path):
     saved = created_config(tmp_path / "shard", collection=other)
     assert (saved["hnsw_config"]["m"], saved["hnsw_config"]["ef_construct"]) == (8, 64)
     assert saved["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.9}}
+
+
+def test_the_readme_reports_measurements_of_the_settings_a_server_gets():
+    readme = (ROOT / "README.md").read_text()
+    row = r"\| notebook's settings: HNSW `m=(\d+)`, `ef_construct=(\d+)`, `hnsw_ef=(\d+)`, float32 \|"
+    measured = re.search(row, readme)
+    hnsw = SERVER_COLLECTION["hnsw_config"]
+    assert measured, "the README's recall table has a row for the notebook's settings"
+    assert tuple(map(int, measured.groups())) == (hnsw.m, hnsw.ef_construct, SERVER_SEARCH.hnsw_ef)
+    assert "quantization_config" not in SERVER_COLLECTION, "float32, as measured"
+    indexed = re.search(r"keyword payload indexes on `(\w+)`, `(\w+)` and `(\w+)`", readme)
+    assert indexed and set(indexed.groups()) == set(PAYLOAD_INDEXES)
 
 
 def test_the_benchmark_queries_with_the_notebooks_search_settings():

@@ -13,16 +13,23 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import ROOT, calibrate_as_the_notebook_does, draw_picture, index_with_random_weights, save_picture
+from conftest import (
+    ROOT,
+    calibrate_as_the_notebook_does,
+    draw_picture,
+    index_with_random_weights,
+    jpeg_bytes,
+    save_picture,
+    text,
+    upload,
+)
 from PIL import Image
 from qdrant_client import QdrantClient
-from test_panel import jpeg, text, upload
 
 from imgsim.calibration import central_box
 from imgsim.files import find_images, relative_key
 from imgsim.neighbours import ExactNeighbours
 from imgsim.panel import SearchPanel
-from imgsim.settings import SettingError, check_parameters
 from imgsim.tidy import RECORD, DuplicateCheck, move_duplicates, plan_tidy, undo_moves
 
 ORIGINALS = 44
@@ -201,18 +208,6 @@ def test_undo_never_overwrites_a_file_put_back_in_the_meantime(tidied, own_copy,
     assert (quarantine / moves.moved[0]).exists() and moves.moved[0] in (quarantine / RECORD).read_text()
 
 
-def test_a_quarantine_inside_the_image_folder_is_refused(tmp_path):
-    images = tmp_path / "images"
-    parameters = {"MODEL": "resnet18", "WEIGHTS": "none", "TOP_K": "5", "COLLECTION": "images"}
-    parameters |= {"IMAGE_DIR": str(images), "DUPLICATE_THRESHOLD": "0.9", "PLANT_DUPLICATES": "0"}
-    for inside in (images / "duplicates", images, tmp_path):
-        with pytest.raises(SettingError, match="IMGSIM_MOVE_DUPLICATES_TO .* outside the image folder"):
-            check_parameters(parameters | {"MOVE_DUPLICATES_TO": str(inside)})
-    assert check_parameters(parameters).move_duplicates_to is None, "by default nothing moves"
-    outside = check_parameters(parameters | {"MOVE_DUPLICATES_TO": str(tmp_path / "duplicates")})
-    assert outside.move_duplicates_to == tmp_path / "duplicates"
-
-
 def panel_with_check(tidied, threshold) -> SearchPanel:
     check = DuplicateCheck(tidied.neighbours.mean, threshold)
     return SearchPanel(lambda: tidied.client, "images", tidied.folder, tidied.embed_file, duplicates=check)
@@ -222,11 +217,11 @@ def test_the_panel_labels_an_uploaded_resized_copy_as_a_near_duplicate_and_an_un
     panel = panel_with_check(tidied, tidied.calibration.grouping_threshold)
     threshold = f"{tidied.calibration.grouping_threshold:.4f}"
 
-    upload(panel, "phone photo.jpg", jpeg(Image.open(tidied.folder / "warm" / "shot 5.jpg").resize((200, 150))))
+    upload(panel, "phone photo.jpg", jpeg_bytes(Image.open(tidied.folder / "warm" / "shot 5.jpg").resize((200, 150))))
     said = text(panel.message)
     assert "near-duplicate of the stored warm/shot 5.jpg" in said and f"threshold {threshold}" in said
 
-    upload(panel, "another photo.jpg", jpeg(draw_picture(1234)))
+    upload(panel, "another photo.jpg", jpeg_bytes(draw_picture(1234)))
     said = text(panel.message)
     assert "no near-duplicate" in said and "near-duplicate of" not in said and threshold in said
 
@@ -234,7 +229,7 @@ def test_the_panel_labels_an_uploaded_resized_copy_as_a_near_duplicate_and_an_un
 def test_without_a_separating_threshold_only_an_identical_file_is_a_duplicate(tidied, tmp_path):
     panel = panel_with_check(tidied, None)
 
-    upload(panel, "resized.jpg", jpeg(Image.open(tidied.folder / "warm" / "shot 5.jpg").resize((200, 150))))
+    upload(panel, "resized.jpg", jpeg_bytes(Image.open(tidied.folder / "warm" / "shot 5.jpg").resize((200, 150))))
     assert "near-duplicates are not claimed" in text(panel.message)
 
     upload(panel, "same.jpg", (tidied.folder / "warm" / "shot 7.jpg").read_bytes())
