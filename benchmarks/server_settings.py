@@ -55,12 +55,13 @@ from PIL import ImageOps
 from qdrant_client import QdrantClient, models
 from run import DEFAULT_IMAGES, ROOT, describe_machine, log, machine_info, print_table, random_model, select_photos
 
-from imgsim.duplicates import centre, score_blocks, similar_pairs, top_columns
+from imgsim.duplicates import similar_pairs
 from imgsim.embedding import embed_images
 from imgsim.files import relative_key
 from imgsim.model import RESNETS, default_batch_size, pick_device
 from imgsim.neighbours import CANDIDATES, PAIR_NEIGHBOURS, QUERY_BATCH
 from imgsim.reading import LoadedImage, decode_image, load_image, normalise_pixels, open_image
+from imgsim.scoring import centre, score_blocks, top_columns
 from imgsim.store import INT8_QUANTIZATION, INT8_SEARCH, SERVER_COLLECTION, SERVER_SEARCH, SERVER_UPLOAD
 
 CACHE_DIR = ROOT / "data" / "benchmark_cache"

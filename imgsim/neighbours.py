@@ -12,7 +12,7 @@ or to a given vector, and a sample of the vectors. Two sources answer them:
   the collection; the metrics use a sample of queries and the map a sample of vectors. Approximate:
   a neighbour that is near in centred score but not among Qdrant's candidates is missed.
 
-Scores are centred cosines (see `duplicates.py`), except for the metrics, which rank by Qdrant's own score.
+Scores are centred cosines (see `scoring.py`), except for the metrics, which rank by Qdrant's own score.
 """
 
 from collections import Counter
@@ -20,8 +20,9 @@ from collections import Counter
 import numpy as np
 from qdrant_client import models
 
-from imgsim.duplicates import centre, score_blocks, similar_pairs, top_columns
+from imgsim.duplicates import similar_pairs
 from imgsim.metrics import principal_components, ranking_metrics, retrieval_metrics
+from imgsim.scoring import centre, score_blocks, top_columns
 from imgsim.store import all_points, fetch_vectors, point_id
 
 QUERY_BATCH = 64  # queries per query_batch_points call

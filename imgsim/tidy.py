@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from imgsim.duplicates import centre
+from imgsim.scoring import centre
 
 RECORD = "imgsim-moves.jsonl"  # one line per moved file, in the folder the files were moved to
 HOW_TO_UNDO = "HOW-TO-UNDO.txt"
