@@ -95,8 +95,8 @@ class QdrantNeighbours:
 
     name = "qdrant"
 
-    def __init__(self, client, collection: str, search_params: models.SearchParams | None = None):
-        self.client, self.collection, self.search_params = client, collection, search_params
+    def __init__(self, client, collection: str):
+        self.client, self.collection = client, collection
         self.keys, total = [], None
         for point in all_points(client, collection, with_payload=["path"], with_vectors=True):
             vector = np.asarray(point.vector, dtype=np.float64)
@@ -131,7 +131,6 @@ class QdrantNeighbours:
                     limit=count * CANDIDATES,
                     with_vector=True,
                     with_payload=["path"],
-                    params=self.search_params,
                 )
                 for query in queries[start : start + QUERY_BATCH]
             ]
@@ -176,7 +175,7 @@ class QdrantNeighbours:
         ranked = []
         for start in range(0, len(queries), QUERY_BATCH):
             requests = [
-                models.QueryRequest(query=point_id(key), limit=k, with_payload=["label"], params=self.search_params)
+                models.QueryRequest(query=point_id(key), limit=k, with_payload=["label"])
                 for key in queries[start : start + QUERY_BATCH]
             ]
             for response in self.client.query_batch_points(self.collection, requests=requests):
@@ -201,8 +200,8 @@ def batched(items, size: int):
         yield batch
 
 
-def open_neighbours(source: str, client, collection: str, search_params: models.SearchParams | None = None):
+def open_neighbours(source: str, client, collection: str):
     """The neighbour source named `source` ("numpy" or "qdrant") for `collection`."""
     if source == "qdrant":
-        return QdrantNeighbours(client, collection, search_params)
+        return QdrantNeighbours(client, collection)
     return ExactNeighbours(client, collection)
