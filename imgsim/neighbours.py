@@ -32,7 +32,23 @@ METRIC_QUERIES = 2_000  # images that query for the metrics, at most
 MAP_SAMPLE = 5_000  # images on the map, at most
 
 
-class ExactNeighbours:
+class NeighbourSource:
+    """What the analyses ask of either source, each answer per query as (path, centred score) pairs, best first:
+    `centred_of(keys)`, `nearest_to_stored(keys, count)`, `nearest_to_vectors(vectors, count)`,
+    `pairs_above(threshold)`, `sample(count)`, `metrics(labels, k)` and `map_coordinates()`. Both sources hold
+    `keys` (every stored path) and the collection's `mean`, and centre vectors the same way.
+    """
+
+    name: str
+    keys: list[str]
+    mean: np.ndarray
+
+    def centre(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors made like the stored ones: minus the collection's mean, unit length again."""
+        return centre(vectors, self.mean)
+
+
+class ExactNeighbours(NeighbourSource):
     """Every vector in memory; each question is a matrix product, 1,024 rows at a time."""
 
     name = "numpy"
@@ -42,10 +58,6 @@ class ExactNeighbours:
         self.index = {key: i for i, key in enumerate(self.keys)}
         self.mean = self.vectors.mean(axis=0) if len(self.keys) else np.zeros(0, dtype=np.float32)
         self.centred = centre(self.vectors, self.mean)
-
-    def centre(self, vectors: np.ndarray) -> np.ndarray:
-        """Vectors made like the stored ones: minus the collection's mean, unit length again."""
-        return centre(vectors, self.mean)
 
     def centred_of(self, keys: list[str]) -> np.ndarray:
         return self.centred[[self.index[key] for key in keys]]
@@ -90,7 +102,7 @@ class ExactNeighbours:
         return self.keys, principal_components(self.centred)
 
 
-class QdrantNeighbours:
+class QdrantNeighbours(NeighbourSource):
     """Each question asked of Qdrant in batches of queries; only the mean vector and the paths stay here."""
 
     name = "qdrant"
@@ -103,10 +115,6 @@ class QdrantNeighbours:
             total = vector if total is None else total + vector
             self.keys.append(point.payload["path"])
         self.mean = (total / len(self.keys)).astype(np.float32) if self.keys else np.zeros(0, dtype=np.float32)
-
-    def centre(self, vectors: np.ndarray) -> np.ndarray:
-        """Vectors made like the stored ones: minus the collection's mean, unit length again."""
-        return centre(vectors, self.mean)
 
     def centred_of(self, keys: list[str]) -> np.ndarray:
         points = self.client.retrieve(self.collection, ids=[point_id(key) for key in keys], with_vectors=True)
@@ -121,28 +129,22 @@ class QdrantNeighbours:
         """For each (uncentred) vector, its `count` nearest stored images with their centred scores."""
         return self.ask(vectors.tolist(), self.centre(vectors), count)
 
+    def query_in_batches(self, queries: list, limit: int, **options):
+        """Qdrant's answer to each query (a vector, or a point id, which leaves that point out), QUERY_BATCH a call."""
+        for batch in batched(queries, QUERY_BATCH):
+            requests = [models.QueryRequest(query=query, limit=limit, **options) for query in batch]
+            yield from self.client.query_batch_points(self.collection, requests=requests)
+
     def ask(self, queries: list, centred_queries: np.ndarray, count: int) -> list[list[tuple[str, float]]]:
         """Qdrant's candidates for each query (a point id leaves that point out), re-scored centred, best first."""
         found = []
-        for start in range(0, len(queries), QUERY_BATCH):
-            requests = [
-                models.QueryRequest(
-                    query=query,
-                    limit=count * CANDIDATES,
-                    with_vector=True,
-                    with_payload=["path"],
-                )
-                for query in queries[start : start + QUERY_BATCH]
-            ]
-            responses = self.client.query_batch_points(self.collection, requests=requests)
-            for centred_query, response in zip(centred_queries[start : start + QUERY_BATCH], responses, strict=True):
-                if not response.points:
-                    found.append([])
-                    continue
-                scores = self.centre(np.asarray([p.vector for p in response.points], dtype=np.float32)) @ centred_query
-                found.append(
-                    [(response.points[i].payload["path"], float(scores[i])) for i in np.argsort(-scores)[:count]]
-                )
+        responses = self.query_in_batches(queries, count * CANDIDATES, with_vector=True, with_payload=["path"])
+        for centred_query, response in zip(centred_queries, responses, strict=True):
+            if not response.points:
+                found.append([])
+                continue
+            scores = self.centre(np.asarray([p.vector for p in response.points], dtype=np.float32)) @ centred_query
+            found.append([(response.points[i].payload["path"], float(scores[i])) for i in np.argsort(-scores)[:count]])
         return found
 
     def pairs_above(self, threshold: float | None) -> tuple[list[tuple[str, str, float]], np.ndarray]:
@@ -172,14 +174,8 @@ class QdrantNeighbours:
         k = min(k, len(self.keys) - 1)
         rng = np.random.default_rng(0)
         queries = sorted(rng.permutation(self.keys)[:METRIC_QUERIES].tolist())
-        ranked = []
-        for start in range(0, len(queries), QUERY_BATCH):
-            requests = [
-                models.QueryRequest(query=point_id(key), limit=k, with_payload=["label"])
-                for key in queries[start : start + QUERY_BATCH]
-            ]
-            for response in self.client.query_batch_points(self.collection, requests=requests):
-                ranked.append([point.payload["label"] for point in response.points])
+        responses = self.query_in_batches([point_id(key) for key in queries], k, with_payload=["label"])
+        ranked = [[point.payload["label"] for point in response.points] for response in responses]
         return ranking_metrics([labels[key] for key in queries], ranked, Counter(labels.values()))
 
     def map_coordinates(self) -> tuple[list[str], np.ndarray]:
