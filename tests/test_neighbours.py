@@ -131,7 +131,6 @@ def test_the_server_settings_are_requested_as_intended_and_accepted_by_local_mod
             client.upload_points("images", points=image_points(vectors, payloads), **SERVER_UPLOAD)
             hits = client.query_points("images", query=[1.0, 0, 0, 0], limit=3).points
         assert client.count("images").count == 300 and len(hits) == 3
-        assert client.get_collection("images").config.hnsw_config.ef_construct == 200, "also every query's ef"
         assert client.get_collection("images").config.params.vectors.on_disk is True
     finally:
         client.close()
