@@ -33,7 +33,7 @@ from imgsim.embedding import embed_in_batches  # noqa: E402
 from imgsim.files import find_images  # noqa: E402
 from imgsim.model import feature_extractor  # noqa: E402
 from imgsim.neighbours import open_neighbours  # noqa: E402
-from imgsim.store import FolderSync, point_id, stored_files  # noqa: E402
+from imgsim.store import FolderSync, stored_files  # noqa: E402
 
 COPY_NAME = re.compile(r" (small|q35|crop)\.jpg$")
 
@@ -71,9 +71,7 @@ def measure(folder: Path, model_name: str, workdir: Path) -> dict:
     sync = FolderSync(client, "images", folder, f"{model_name}/{weights_id}")
     embedding = embed(find_images(folder), progress=None)
     for images, vectors in embedding:
-        payloads = [sync.payload(image) for image in images]
-        ids = [point_id(payload["path"]) for payload in payloads]
-        client.upsert("images", points=models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads))
+        client.upsert("images", points=sync.points(images, vectors))
     stored = stored_files(client, "images")
     exact = exact_duplicate_groups(stored)
     neighbours = open_neighbours("numpy", client, "images")

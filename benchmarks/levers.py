@@ -37,10 +37,10 @@ from run import (
     setup,
 )
 
-from imgsim.duplicates import top_columns
 from imgsim.embedding import embed_images, embed_pixels, reads_while_computing
 from imgsim.model import COMPILE_PAYS_FROM, compile_model
 from imgsim.reading import load_image, normalise_pixels
+from imgsim.scoring import top_columns
 
 QUICK = {"rounds": 3, "small": 48, "large": 24, "model": 48, "agreement": 64}
 FULL = {"rounds": 5, "small": 128, "large": 48, "model": 128, "agreement": 200}

@@ -54,7 +54,7 @@ from imgsim.model import (  # noqa: E402
 )
 from imgsim.neighbours import PAIR_NEIGHBOURS, ExactNeighbours, QdrantNeighbours  # noqa: E402
 from imgsim.reading import load_image  # noqa: E402
-from imgsim.store import point_id  # noqa: E402
+from imgsim.store import image_points  # noqa: E402
 
 STARTED = time.perf_counter()
 DEFAULT_IMAGES = ROOT.parent / "shared" / "datasets" / "clothing_small_10cls"
@@ -292,11 +292,7 @@ def upload_seconds(client, rng, first: int, count: int, size: int) -> float:
     spent = 0.0
     for start in range(first, first + count, 256):
         keys = [f"benchmark/{i}" for i in range(start, min(start + 256, first + count))]
-        batch = models.Batch(
-            ids=[point_id(k) for k in keys],
-            vectors=unit_vectors(rng, len(keys), size).tolist(),
-            payloads=[{"path": k} for k in keys],
-        )
+        batch = image_points(unit_vectors(rng, len(keys), size), [{"path": k} for k in keys])
         started = time.perf_counter()
         client.upsert("benchmark", points=batch)
         spent += time.perf_counter() - started

@@ -6,8 +6,8 @@
 No Qdrant server runs on this project's machines, and local mode ignores HNSW and quantization (its search
 is exact). `qdrant-edge-py` runs Qdrant's shard engine in this process: the same HNSW index, int8 scalar
 quantization and rescoring as a server. Its classes are not qdrant-client's, so the settings in
-`imgsim/store.py` (SERVER_COLLECTION, SERVER_SEARCH, and the int8 alternative INT8_QUANTIZATION with
-INT8_SEARCH) are translated field by field, never copied.
+`imgsim/store.py` (SERVER_COLLECTION, whose `ef_construct` is also the notebook's search ef, and the int8
+alternative INT8_QUANTIZATION with INT8_SEARCH) are translated field by field, never copied.
 
 The vectors come from the notebook's own pipeline (random weights, as everywhere on these machines): each
 photo of the shared folder read and embedded as the notebook does it; a mild copy of it made in memory (half
@@ -55,13 +55,14 @@ from PIL import ImageOps
 from qdrant_client import QdrantClient, models
 from run import DEFAULT_IMAGES, ROOT, describe_machine, log, machine_info, print_table, random_model, select_photos
 
-from imgsim.duplicates import centre, score_blocks, similar_pairs, top_columns
+from imgsim.duplicates import similar_pairs
 from imgsim.embedding import embed_images
 from imgsim.files import relative_key
 from imgsim.model import RESNETS, default_batch_size, pick_device
 from imgsim.neighbours import CANDIDATES, PAIR_NEIGHBOURS, QUERY_BATCH
 from imgsim.reading import LoadedImage, decode_image, load_image, normalise_pixels, open_image
-from imgsim.store import INT8_QUANTIZATION, INT8_SEARCH, SERVER_COLLECTION, SERVER_SEARCH, SERVER_UPLOAD
+from imgsim.scoring import centre, score_blocks, top_columns
+from imgsim.store import INT8_QUANTIZATION, INT8_SEARCH, SERVER_COLLECTION, SERVER_UPLOAD, image_points
 
 CACHE_DIR = ROOT / "data" / "benchmark_cache"
 TOP_K = 10
@@ -71,7 +72,10 @@ NOTEBOOK_VECTORS = {"distance": models.Distance.DOT, "on_disk": True}
 SERVER_DEFAULTS = {"hnsw_config": {"full_scan_threshold": 10_000}}  # KB, Qdrant's default
 # The alternative that store.py describes: int8 scalar quantization in RAM, every query rescored.
 INT8_COLLECTION = SERVER_COLLECTION | {"quantization_config": INT8_QUANTIZATION}
-INT8_PARAMS = SERVER_SEARCH.model_copy(update={"quantization": INT8_SEARCH})
+INT8_PARAMS = models.SearchParams(quantization=INT8_SEARCH)
+# The notebook's queries set no search params: the engine searches with the collection's ef_construct.
+NOTEBOOK_SEARCH = models.SearchParams()
+NOTEBOOK_EF = SERVER_COLLECTION["hnsw_config"].ef_construct
 HNSW_EF_CURVE = (16, 32, 64, 128, 256, 512)
 OVERSAMPLING_CURVE = (1.0, 2.0, 4.0, 8.0, 16.0)
 # photos, views of each, a mild copy of every `copy_every`-th photo; queries for accuracy and for latency
@@ -116,7 +120,7 @@ def edge_config(size: int, collection: dict = SERVER_COLLECTION, vectors: dict =
     )
 
 
-def edge_search(params: models.SearchParams = SERVER_SEARCH, **changes) -> edge.SearchParams:
+def edge_search(params: models.SearchParams = NOTEBOOK_SEARCH, **changes) -> edge.SearchParams:
     """Edge SearchParams equal to qdrant-client's `params`, with `changes` (e.g. hnsw_ef=64, rescore=False)."""
     fields = params.model_dump(exclude_none=True)
     quantization = fields.pop("quantization", None)
@@ -289,12 +293,8 @@ def build_local(path: Path, vectors: np.ndarray) -> dict:
         started = time.perf_counter()
         for start in range(0, len(vectors), 256):
             rows = range(start, min(start + 256, len(vectors)))
-            batch = models.Batch(
-                ids=list(rows),
-                vectors=vectors[rows.start : rows.stop].tolist(),
-                payloads=[{"path": str(row)} for row in rows],
-            )
-            client.upsert("images", points=batch)
+            payloads = [{"path": str(row)} for row in rows]
+            client.upsert("images", points=image_points(vectors[rows.start : rows.stop], payloads))
         upserted = time.perf_counter() - started
         client.close()
     return {"upsert_s": upserted}
@@ -367,7 +367,7 @@ def open_and_query(kind: str, path: str, queries_file: str) -> dict:
     before = memory_kb()
     started = time.perf_counter()
     if kind == "edge":
-        shard, params = edge.EdgeShard.load(path), edge_search(INT8_PARAMS if "int8" in path else SERVER_SEARCH)
+        shard, params = edge.EdgeShard.load(path), edge_search(INT8_PARAMS if "int8" in path else NOTEBOOK_SEARCH)
 
         def ask(query):
             return shard.query(edge.QueryRequest(limit=TOP_K, query=edge.Query.Nearest(query.tolist()), params=params))
@@ -506,13 +506,13 @@ def accuracy(shard, int8_shard, vectors: np.ndarray, rows: np.ndarray) -> dict:
         return measured | {"batched_ms_per_query": (time.perf_counter() - started) * 1000 / len(rows)}
 
     efs, oversampling = (
-        sorted({*HNSW_EF_CURVE, SERVER_SEARCH.hnsw_ef}),
+        sorted({*HNSW_EF_CURVE, NOTEBOOK_EF}),
         sorted({*OVERSAMPLING_CURVE, INT8_SEARCH.oversampling}),
     )
     return {
-        "curve": {ef: measure(shard, SERVER_SEARCH, hnsw_ef=ef)["top10_agreement"] for ef in efs},
-        "notebook": timed(shard, SERVER_SEARCH),
-        "exact": measure(shard, SERVER_SEARCH, exact=True),
+        "curve": {ef: measure(shard, NOTEBOOK_SEARCH, hnsw_ef=ef)["top10_agreement"] for ef in efs},
+        "notebook": timed(shard, NOTEBOOK_SEARCH),
+        "exact": measure(shard, NOTEBOOK_SEARCH, exact=True),
         "int8_rescored": measure(int8_shard, INT8_PARAMS),
         "int8_unrescored": measure(int8_shard, INT8_PARAMS, rescore=False),
         "int8_quantization_ignored": measure(int8_shard, INT8_PARAMS, ignore=True),
@@ -603,12 +603,12 @@ def report(args, machine: dict, results: dict) -> None:
         f"graphs{unindexed * (build['indexed_vectors'] < build['points'])}; returned vectors differ from the stored "
         f"ones by at most {results['returned_vector_max_difference']:.1e}\n"
     )
-    accuracy_, ef = results["accuracy"], SERVER_SEARCH.hnsw_ef
+    accuracy_, ef = results["accuracy"], NOTEBOOK_EF
     rows = [
         [f"notebook's HNSW, hnsw_ef={value}", f"{agreed:.4f}", "", ""] for value, agreed in accuracy_["curve"].items()
     ]
     for name, label in (
-        ("notebook", f"notebook's settings (float32 vectors, hnsw_ef={ef})"),
+        ("notebook", f"notebook's settings (float32 vectors, no hnsw_ef: ef_construct={ef})"),
         ("exact", "exact=True (the engine scans every vector)"),
         ("int8_rescored", f"int8 quantization, rescored (oversampling={INT8_SEARCH.oversampling}, hnsw_ef={ef})"),
         ("int8_unrescored", f"int8 quantization, not rescored (hnsw_ef={ef})"),
@@ -621,7 +621,7 @@ def report(args, machine: dict, results: dict) -> None:
     print()
     rows = [
         [
-            f"notebook's settings (hnsw_ef={ef})",
+            f"notebook's settings (ef_construct={ef})",
             f"{accuracy_['notebook']['top10_agreement']:.4f}",
             f"{accuracy_['notebook']['batched_ms_per_query']:.2f}",
         ]

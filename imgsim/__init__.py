@@ -5,10 +5,11 @@
     reading      one file (or an upload's bytes) in, 224 x 224 pixels out, or the reason it was skipped
     model        the ResNet, its weights and its preprocessing
     embedding    batches of files in, unit-length vectors out, read by a pool of threads
-    store        the Qdrant connection, server settings, collection checks, incremental sync with the folder
-    search       filters and example choices for the notebook's queries
+    store        the Qdrant connection, server settings, collection checks, points, incremental sync with the folder
+    examples     which stored images the gallery and the recommend query start from
+    scoring      centred scores, block by block, and each row's best columns
     neighbours   where the analyses' neighbours come from: matrix products, or queries to Qdrant
-    duplicates   centred scores, all pairs block by block, near-duplicate groups
+    duplicates   near-duplicate pairs and groups, exact duplicates
     calibration  planted copies, and the threshold where they are best told apart from unrelated images
     tidy         a keeper per duplicate group, duplicates.csv, the reversible move and its undo, a new image's check
     metrics      leave-one-out precision@k and mAP@k, and the principal components of the map

@@ -36,10 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsim.duplicates import connected_groups, top_columns
+from imgsim.duplicates import connected_groups
 from imgsim.files import relative_key, spread_sample
 from imgsim.reading import LoadedImage, decode_image, open_image
 from imgsim.report import calibration_text, collection_fingerprint, load_saved, save_result
+from imgsim.scoring import top_columns
 
 
 def central_box(size: tuple[int, int], share: float) -> tuple[int, int, int, int]:

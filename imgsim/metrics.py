@@ -10,7 +10,7 @@ from collections import Counter
 
 import numpy as np
 
-from imgsim.duplicates import score_blocks, top_columns
+from imgsim.scoring import score_blocks, top_columns
 
 
 def has_enough_labels(labels: list[str | None], k: int) -> bool:

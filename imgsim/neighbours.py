@@ -12,7 +12,7 @@ or to a given vector, and a sample of the vectors. Two sources answer them:
   the collection; the metrics use a sample of queries and the map a sample of vectors. Approximate:
   a neighbour that is near in centred score but not among Qdrant's candidates is missed.
 
-Scores are centred cosines (see `duplicates.py`), except for the metrics, which rank by Qdrant's own score.
+Scores are centred cosines (see `scoring.py`), except for the metrics, which rank by Qdrant's own score.
 """
 
 from collections import Counter
@@ -20,8 +20,9 @@ from collections import Counter
 import numpy as np
 from qdrant_client import models
 
-from imgsim.duplicates import centre, score_blocks, similar_pairs, top_columns
+from imgsim.duplicates import similar_pairs
 from imgsim.metrics import principal_components, ranking_metrics, retrieval_metrics
+from imgsim.scoring import centre, score_blocks, top_columns
 from imgsim.store import all_points, fetch_vectors, point_id
 
 QUERY_BATCH = 64  # queries per query_batch_points call
@@ -31,7 +32,23 @@ METRIC_QUERIES = 2_000  # images that query for the metrics, at most
 MAP_SAMPLE = 5_000  # images on the map, at most
 
 
-class ExactNeighbours:
+class NeighbourSource:
+    """What the analyses ask of either source, each answer per query as (path, centred score) pairs, best first:
+    `centred_of(keys)`, `nearest_to_stored(keys, count)`, `nearest_to_vectors(vectors, count)`,
+    `pairs_above(threshold)`, `sample(count)`, `metrics(labels, k)` and `map_coordinates()`. Both sources hold
+    `keys` (every stored path) and the collection's `mean`, and centre vectors the same way.
+    """
+
+    name: str
+    keys: list[str]
+    mean: np.ndarray
+
+    def centre(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors made like the stored ones: minus the collection's mean, unit length again."""
+        return centre(vectors, self.mean)
+
+
+class ExactNeighbours(NeighbourSource):
     """Every vector in memory; each question is a matrix product, 1,024 rows at a time."""
 
     name = "numpy"
@@ -41,10 +58,6 @@ class ExactNeighbours:
         self.index = {key: i for i, key in enumerate(self.keys)}
         self.mean = self.vectors.mean(axis=0) if len(self.keys) else np.zeros(0, dtype=np.float32)
         self.centred = centre(self.vectors, self.mean)
-
-    def centre(self, vectors: np.ndarray) -> np.ndarray:
-        """Vectors made like the stored ones: minus the collection's mean, unit length again."""
-        return centre(vectors, self.mean)
 
     def centred_of(self, keys: list[str]) -> np.ndarray:
         return self.centred[[self.index[key] for key in keys]]
@@ -89,23 +102,19 @@ class ExactNeighbours:
         return self.keys, principal_components(self.centred)
 
 
-class QdrantNeighbours:
+class QdrantNeighbours(NeighbourSource):
     """Each question asked of Qdrant in batches of queries; only the mean vector and the paths stay here."""
 
     name = "qdrant"
 
-    def __init__(self, client, collection: str, search_params: models.SearchParams | None = None):
-        self.client, self.collection, self.search_params = client, collection, search_params
+    def __init__(self, client, collection: str):
+        self.client, self.collection = client, collection
         self.keys, total = [], None
         for point in all_points(client, collection, with_payload=["path"], with_vectors=True):
             vector = np.asarray(point.vector, dtype=np.float64)
             total = vector if total is None else total + vector
             self.keys.append(point.payload["path"])
         self.mean = (total / len(self.keys)).astype(np.float32) if self.keys else np.zeros(0, dtype=np.float32)
-
-    def centre(self, vectors: np.ndarray) -> np.ndarray:
-        """Vectors made like the stored ones: minus the collection's mean, unit length again."""
-        return centre(vectors, self.mean)
 
     def centred_of(self, keys: list[str]) -> np.ndarray:
         points = self.client.retrieve(self.collection, ids=[point_id(key) for key in keys], with_vectors=True)
@@ -120,29 +129,22 @@ class QdrantNeighbours:
         """For each (uncentred) vector, its `count` nearest stored images with their centred scores."""
         return self.ask(vectors.tolist(), self.centre(vectors), count)
 
+    def query_in_batches(self, queries: list, limit: int, **options):
+        """Qdrant's answer to each query (a vector, or a point id, which leaves that point out), QUERY_BATCH a call."""
+        for batch in batched(queries, QUERY_BATCH):
+            requests = [models.QueryRequest(query=query, limit=limit, **options) for query in batch]
+            yield from self.client.query_batch_points(self.collection, requests=requests)
+
     def ask(self, queries: list, centred_queries: np.ndarray, count: int) -> list[list[tuple[str, float]]]:
         """Qdrant's candidates for each query (a point id leaves that point out), re-scored centred, best first."""
         found = []
-        for start in range(0, len(queries), QUERY_BATCH):
-            requests = [
-                models.QueryRequest(
-                    query=query,
-                    limit=count * CANDIDATES,
-                    with_vector=True,
-                    with_payload=["path"],
-                    params=self.search_params,
-                )
-                for query in queries[start : start + QUERY_BATCH]
-            ]
-            responses = self.client.query_batch_points(self.collection, requests=requests)
-            for centred_query, response in zip(centred_queries[start : start + QUERY_BATCH], responses, strict=True):
-                if not response.points:
-                    found.append([])
-                    continue
-                scores = self.centre(np.asarray([p.vector for p in response.points], dtype=np.float32)) @ centred_query
-                found.append(
-                    [(response.points[i].payload["path"], float(scores[i])) for i in np.argsort(-scores)[:count]]
-                )
+        responses = self.query_in_batches(queries, count * CANDIDATES, with_vector=True, with_payload=["path"])
+        for centred_query, response in zip(centred_queries, responses, strict=True):
+            if not response.points:
+                found.append([])
+                continue
+            scores = self.centre(np.asarray([p.vector for p in response.points], dtype=np.float32)) @ centred_query
+            found.append([(response.points[i].payload["path"], float(scores[i])) for i in np.argsort(-scores)[:count]])
         return found
 
     def pairs_above(self, threshold: float | None) -> tuple[list[tuple[str, str, float]], np.ndarray]:
@@ -172,14 +174,8 @@ class QdrantNeighbours:
         k = min(k, len(self.keys) - 1)
         rng = np.random.default_rng(0)
         queries = sorted(rng.permutation(self.keys)[:METRIC_QUERIES].tolist())
-        ranked = []
-        for start in range(0, len(queries), QUERY_BATCH):
-            requests = [
-                models.QueryRequest(query=point_id(key), limit=k, with_payload=["label"], params=self.search_params)
-                for key in queries[start : start + QUERY_BATCH]
-            ]
-            for response in self.client.query_batch_points(self.collection, requests=requests):
-                ranked.append([point.payload["label"] for point in response.points])
+        responses = self.query_in_batches([point_id(key) for key in queries], k, with_payload=["label"])
+        ranked = [[point.payload["label"] for point in response.points] for response in responses]
         return ranking_metrics([labels[key] for key in queries], ranked, Counter(labels.values()))
 
     def map_coordinates(self) -> tuple[list[str], np.ndarray]:
@@ -200,8 +196,8 @@ def batched(items, size: int):
         yield batch
 
 
-def open_neighbours(source: str, client, collection: str, search_params: models.SearchParams | None = None):
+def open_neighbours(source: str, client, collection: str):
     """The neighbour source named `source` ("numpy" or "qdrant") for `collection`."""
     if source == "qdrant":
-        return QdrantNeighbours(client, collection, search_params)
+        return QdrantNeighbours(client, collection)
     return ExactNeighbours(client, collection)

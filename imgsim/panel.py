@@ -83,13 +83,8 @@ def label_filter(label: str | None) -> list[models.FieldCondition]:
     return [models.FieldCondition(key="label", match=models.MatchValue(value=label))] if label else []
 
 
-def run_search(
-    client: QdrantClient, collection: str, search: Search, search_params: models.SearchParams | None = None
-) -> list[models.ScoredPoint]:
-    """The best matches: a plain query for the query image, a recommend query once there are examples.
-
-    `search_params` are the notebook's (on a server: how many HNSW candidates to look at).
-    """
+def run_search(client: QdrantClient, collection: str, search: Search) -> list[models.ScoredPoint]:
+    """The best matches: a plain query for the query image, a recommend query once there are examples."""
     query = search.query.example
     if search.more_like or search.less_like:
         examples = models.RecommendInput(
@@ -103,7 +98,6 @@ def run_search(
         query_filter=models.Filter(must=label_filter(search.label), must_not=not_shown),
         limit=search.limit,
         with_payload=["path", "label"],
-        search_params=search_params,
     ).points
 
 
@@ -168,7 +162,7 @@ class SearchPanel:
     """The panel's widgets (`widget`), and what each control does to the search whose results it shows.
 
     `client_of()` gives the Qdrant client at each search; `embed(path, data=bytes)` is the notebook's
-    `embed_file` with its model, preprocessing and device; `search_params` go with every search.
+    `embed_file` with its model, preprocessing and device.
     With `duplicates`, a new image (not a stored one) is said to be a duplicate of a stored image, or not.
     """
 
@@ -180,11 +174,10 @@ class SearchPanel:
         embed,
         top_k: int = 5,
         caption: str = "",
-        search_params=None,
         duplicates: DuplicateCheck | None = None,
     ):
         self.client_of, self.collection, self.image_dir, self.embed = client_of, collection, image_dir, embed
-        self.search_params, self.duplicates = search_params, duplicates
+        self.duplicates = duplicates
         self.search: Search | None = None
         random_button = widgets.Button(description="Random stored image", icon="random", layout={"width": "auto"})
         random_button.on_click(self.search_random_image)
@@ -332,7 +325,7 @@ class SearchPanel:
         return {"label": self.label.value or None, "limit": self.limit.value}
 
     def show(self, search: Search, query_picture: widgets.Widget | None = None) -> None:
-        hits = run_search(self.client_of(), self.collection, search, self.search_params)
+        hits = run_search(self.client_of(), self.collection, search)
         self.search = search
         if query_picture:
             self.query_picture.children = [query_picture]
@@ -349,9 +342,8 @@ class SearchPanel:
         where = f"label {search.label!r}" if search.label else "all labels"
         self.say(f"{len(hits)} results of {kind}, {where}.")
         if self.duplicates and search.query.vector is not None:
-            verdict = self.duplicates.verdict(
-                self.client_of(), self.collection, search.query.vector, search.query.sha256, self.search_params
-            )
+            query = search.query
+            verdict = self.duplicates.verdict(self.client_of(), self.collection, query.vector, query.sha256)
             self.message.value += f"<br><b>{escape(verdict)}</b>"
 
     def result_card(self, rank: int, hit: models.ScoredPoint) -> widgets.VBox:

@@ -4,9 +4,10 @@ Qdrant runs in this process by default (local mode, stored in a folder), or as a
 given; the calls are the same. Each point's id is a UUID5 of the image's relative path, so writing it
 again overwrites it. `FolderSync` decides what a run must embed (new and changed files), what it can
 keep (unchanged size and modification time), and which points to delete (files gone, renamed or now
-unreadable); the notebook writes the points itself as they are embedded (`upsert` batch by batch in local
-mode, `upload_points` on a server), so an interrupted run keeps its work. The server settings below are
-what a new collection and every query get on a server.
+unreadable), and builds each embedded batch's points (`image_points`, the one way points are built); the
+notebook writes them itself as they are embedded (`upsert` batch by batch in local mode, `upload_points` on
+a server), so an interrupted run keeps its work. The server settings below are what a new collection gets
+on a server; its queries need none of their own (see SERVER_COLLECTION).
 """
 
 import atexit
@@ -21,14 +22,16 @@ from imgsim.files import label_of, relative_key
 from imgsim.reading import LoadedImage, describe_failure
 
 # Settings for a Qdrant server (local mode accepts and ignores them; the notebook says why these numbers).
+# The collection carries its search settings too: a query that sets no `hnsw_ef` looks at `ef_construct`
+# candidates (Qdrant's HNSW index: `params.hnsw_ef.unwrap_or(config.ef)`, with `ef = ef_construct`; checked
+# on Qdrant's engine by tests/test_server_settings.py), so no query has to remember them.
 SERVER_COLLECTION = {"hnsw_config": models.HnswConfigDiff(m=16, ef_construct=200)}
-SERVER_SEARCH = models.SearchParams(hnsw_ef=128)
 # int8 scalar quantization in RAM would take 4 times less memory, but measured on Qdrant's engine
 # (benchmarks/server_settings.py, 10,500 ResNet-50 vectors) its HNSW search found 0.96 of the true top 10
 # even with rescoring at oversampling 8, and the near-duplicate pairs agreed with exact search at Jaccard
 # 0.94; without it, 0.999 and 1.0 (README, "Scaling up"). For a collection too large for its float32
-# vectors, add INT8_QUANTIZATION to SERVER_COLLECTION and INT8_SEARCH as SERVER_SEARCH's quantization,
-# knowing that cost.
+# vectors, add INT8_QUANTIZATION to SERVER_COLLECTION and pass INT8_SEARCH as every query's
+# `search_params=models.SearchParams(quantization=INT8_SEARCH)`, knowing that cost.
 INT8_QUANTIZATION = models.ScalarQuantization(
     scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
 )
@@ -73,6 +76,14 @@ class StorageHeld(RuntimeError):
 def point_id(key: str) -> str:
     """The point id of an image: a UUID5 of its relative path, the same on every run."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, key))
+
+
+def image_points(vectors: np.ndarray, payloads: list[dict]) -> list[models.PointStruct]:
+    """One point per image: the id of its path (`payload["path"]`), its vector, and its payload."""
+    return [
+        models.PointStruct(id=point_id(payload["path"]), vector=vector.tolist(), payload=payload)
+        for vector, payload in zip(vectors, payloads, strict=True)
+    ]
 
 
 def check_collection(client: QdrantClient, name: str, vector_size: int, model_id: str) -> None:
@@ -190,10 +201,13 @@ class FolderSync:
             "model": self.model_id,
         }
 
-    def uploaded(self, payloads: list[dict]) -> None:
+    def points(self, images: list[LoadedImage], vectors: np.ndarray) -> list[models.PointStruct]:
+        """The points of a batch of embedded images, counted as new or updated for the run's result."""
+        payloads = [self.payload(image) for image in images]
         for payload in payloads:
             self.counts["updated" if payload["path"] in self.stored else "new"] += 1
         self.counts["embedded"] += len(payloads)
+        return image_points(vectors, payloads)
 
     def finish(self, failed: list[LoadedImage]) -> SyncResult:
         """Delete the points of files that are gone or could not be read; the run's counts and skipped files."""

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from imgsim.duplicates import centre
+from imgsim.scoring import centre
 
 RECORD = "imgsim-moves.jsonl"  # one line per moved file, in the folder the files were moved to
 HOW_TO_UNDO = "HOW-TO-UNDO.txt"
@@ -232,9 +232,7 @@ class DuplicateCheck:
     mean: np.ndarray
     threshold: float | None
 
-    def verdict(
-        self, client: QdrantClient, collection: str, vector: list[float], sha256: str | None, search_params=None
-    ) -> str:
+    def verdict(self, client: QdrantClient, collection: str, vector: list[float], sha256: str | None) -> str:
         """What can be said of the image: identical to, or a near-duplicate of, a stored image, or not."""
         same_bytes = models.FieldCondition(key="sha256", match=models.MatchValue(value=sha256 or ""))
         identical, _ = client.scroll(
@@ -253,7 +251,6 @@ class DuplicateCheck:
             limit=CHECK_CANDIDATES,
             with_vectors=True,
             with_payload=["path"],
-            search_params=search_params,
         ).points
         if not found:
             return ""

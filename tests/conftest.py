@@ -28,7 +28,7 @@ from imgsim.duplicates import duplicate_groups, exact_duplicate_groups
 from imgsim.embedding import embed_file, embed_in_batches
 from imgsim.model import feature_extractor
 from imgsim.panel import SearchPanel
-from imgsim.store import FolderSync, point_id, stored_files
+from imgsim.store import FolderSync, stored_files
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "image-similarity-vector-db.ipynb"
@@ -115,9 +115,7 @@ def index_with_random_weights(
     sync = FolderSync(client, "images", folder, f"{model_name}/{weights_id}")
     embed_batches = partial(embed_in_batches, model=model, preprocess=preprocess, device=cpu, batch_size=16, workers=2)
     for images, vectors in embed_batches(paths, progress=None):
-        payloads = [sync.payload(image) for image in images]
-        ids = [point_id(payload["path"]) for payload in payloads]
-        client.upsert("images", points=models.Batch(ids=ids, vectors=vectors.tolist(), payloads=payloads))
+        client.upsert("images", points=sync.points(images, vectors))
     return Embedders(partial(embed_file, model=model, preprocess=preprocess, device=cpu), embed_batches)
 
 

@@ -15,7 +15,7 @@ from qdrant_client import QdrantClient, models
 from imgsim.duplicates import duplicate_groups
 from imgsim.files import find_images, spread_sample
 from imgsim.neighbours import ExactNeighbours, QdrantNeighbours
-from imgsim.store import PAYLOAD_INDEXES, SERVER_COLLECTION, SERVER_SEARCH, SERVER_UPLOAD, point_id
+from imgsim.store import PAYLOAD_INDEXES, SERVER_COLLECTION, SERVER_UPLOAD, image_points
 
 
 def compare_sources(client: QdrantClient) -> tuple[ExactNeighbours, QdrantNeighbours]:
@@ -115,9 +115,9 @@ def test_the_server_settings_are_requested_as_intended_and_accepted_by_local_mod
             warnings.simplefilter("ignore", UserWarning)  # local mode: payload indexes and search params have no effect
             for field in PAYLOAD_INDEXES:
                 client.create_payload_index("images", field, field_schema=models.PayloadSchemaType.KEYWORD)
-            points = (models.PointStruct(id=point_id(f"p{i}"), vector=[1.0, i, 0, 0]) for i in range(300))
-            client.upload_points("images", points=points, **SERVER_UPLOAD)
-            hits = client.query_points("images", query=[1.0, 0, 0, 0], limit=3, search_params=SERVER_SEARCH).points
+            vectors, payloads = np.array([[1.0, i, 0, 0] for i in range(300)]), [{"path": f"p{i}"} for i in range(300)]
+            client.upload_points("images", points=image_points(vectors, payloads), **SERVER_UPLOAD)
+            hits = client.query_points("images", query=[1.0, 0, 0, 0], limit=3).points
         assert client.count("images").count == 300 and len(hits) == 3
         assert client.get_collection("images").config.params.vectors.on_disk is True
     finally:

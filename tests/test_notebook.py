@@ -118,26 +118,6 @@ def test_the_notebook_teaches_in_short_cells():
     assert longest_run <= 3, "never more than 3 code cells without prose"
 
 
-def call_arguments(source: str, call: str) -> list[str]:
-    """The text between the parentheses of every `call(` in `source`."""
-    found = []
-    for start in (match.end() for match in re.finditer(re.escape(call) + r"\(", source)):
-        depth, end = 1, start
-        while depth:
-            depth += {"(": 1, ")": -1}.get(source[end], 0)
-            end += 1
-        found.append(source[start : end - 1])
-    return found
-
-
-def test_every_query_in_the_notebook_asks_for_the_server_search_settings():
-    source = "\n".join(code_cells())
-    queries, requests = call_arguments(source, "client.query_points"), call_arguments(source, "models.QueryRequest")
-    assert len(queries) >= 3 and all("search_params=search_params" in query for query in queries)
-    assert requests and all("params=search_params" in request for request in requests)
-    assert "search_params = SERVER_SEARCH if server else None" in source
-
-
 def test_no_removed_or_deprecated_api_is_used():
     sources = code_cells() + [path.read_text() for path in (ROOT / "imgsim").glob("*.py")]
     source = "\n".join(sources)

@@ -28,7 +28,6 @@ from qdrant_client import QdrantClient
 
 from imgsim.files import find_images, label_of
 from imgsim.panel import MAX_UPLOAD_BYTES, SearchPanel, uploaded_files
-from imgsim.store import SERVER_SEARCH
 
 TWIN = "squares/resized_twin.jpg"  # a resized copy of circles/picture_1.jpg
 ALL_IMAGES = 15
@@ -106,7 +105,7 @@ def test_an_uploaded_resized_copy_finds_its_original_first(indexed, panel, clien
     assert not panel.query_sources.children[0].value, "a fresh upload button, without the upload's bytes"
 
 
-def test_every_search_of_the_panel_asks_for_the_notebooks_search_settings(indexed, client):
+def test_no_search_of_the_panel_overrides_the_collections_search_settings(indexed, client):
     asked = []
 
     def query_points(*args, **kwargs):
@@ -114,7 +113,7 @@ def test_every_search_of_the_panel_asks_for_the_notebooks_search_settings(indexe
         return QdrantClient.query_points(client, *args, **kwargs)
 
     recording = SimpleNamespace(query_points=query_points, retrieve=client.retrieve, facet=client.facet)
-    panel = SearchPanel(lambda: recording, "images", indexed.folder, indexed.embed, search_params=SERVER_SEARCH)
+    panel = SearchPanel(lambda: recording, "images", indexed.folder, indexed.embed)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # local mode searches exactly: search params have no effect
@@ -122,7 +121,7 @@ def test_every_search_of_the_panel_asks_for_the_notebooks_search_settings(indexe
         button(panel, paths(panel)[1], "more like this").click()
 
     assert paths(panel)[0] == "circles/picture_3.jpg"
-    assert asked == [SERVER_SEARCH, SERVER_SEARCH], "the query, then the recommend query"
+    assert asked == [None, None], "the query, then the recommend query: the collection's ef_construct applies"
 
 
 def test_the_label_filter_and_the_number_of_results(indexed, panel):

@@ -1,17 +1,19 @@
 """The server-settings benchmark measures the notebook's settings: its shard and queries are set from imgsim/store.py.
 
-The benchmark itself (benchmarks/server_settings.py) is not run here; these checks only create an empty shard.
+The benchmark itself (benchmarks/server_settings.py) is not run here; these checks create an empty shard, and
+one small one that shows a query's search ef coming from the collection.
 """
 
 import json
 import re
 import sys
 
+import numpy as np
 import qdrant_edge as edge
 from conftest import NOTEBOOK, ROOT
 from qdrant_client import models
 
-from imgsim.store import INT8_QUANTIZATION, INT8_SEARCH, PAYLOAD_INDEXES, SERVER_COLLECTION, SERVER_SEARCH
+from imgsim.store import INT8_QUANTIZATION, INT8_SEARCH, PAYLOAD_INDEXES, SERVER_COLLECTION
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import server_settings  # noqa: E402
@@ -38,7 +40,7 @@ def test_the_benchmarks_int8_alternative_is_the_one_store_py_describes(tmp_path)
     }
     asked = server_settings.edge_search(server_settings.INT8_PARAMS)
     assert (asked.hnsw_ef, asked.quantization.rescore, asked.quantization.oversampling) == (
-        SERVER_SEARCH.hnsw_ef,
+        None,
         INT8_SEARCH.rescore,
         INT8_SEARCH.oversampling,
     )
@@ -58,11 +60,11 @@ def test_a_changed_store_setting_reaches_the_benchmark_shard(tmp_path):
 
 def test_the_readme_reports_measurements_of_the_settings_a_server_gets():
     readme = (ROOT / "README.md").read_text()
-    row = r"\| notebook's settings: HNSW `m=(\d+)`, `ef_construct=(\d+)`, `hnsw_ef=(\d+)`, float32 \|"
+    row = r"\| HNSW `m=(\d+)`, `ef_construct=(\d+)`, `hnsw_ef=\d+`, float32 \(the notebook's settings when measured"
     measured = re.search(row, readme)
     hnsw = SERVER_COLLECTION["hnsw_config"]
     assert measured, "the README's recall table has a row for the notebook's settings"
-    assert tuple(map(int, measured.groups())) == (hnsw.m, hnsw.ef_construct, SERVER_SEARCH.hnsw_ef)
+    assert tuple(map(int, measured.groups())) == (hnsw.m, hnsw.ef_construct)
     assert "quantization_config" not in SERVER_COLLECTION, "float32, as measured"
     indexed = re.search(r"keyword payload indexes on `(\w+)`, `(\w+)` and `(\w+)`", readme)
     assert indexed and set(indexed.groups()) == set(PAYLOAD_INDEXES)
@@ -70,9 +72,38 @@ def test_the_readme_reports_measurements_of_the_settings_a_server_gets():
 
 def test_the_benchmark_queries_with_the_notebooks_search_settings():
     asked = server_settings.edge_search()
-    assert asked.hnsw_ef == SERVER_SEARCH.hnsw_ef and asked.exact is False and asked.quantization is None
-    changed = server_settings.edge_search(SERVER_SEARCH.model_copy(update={"hnsw_ef": 77}), rescore=False)
+    assert asked.hnsw_ef is None and not asked.exact and asked.quantization is None, "as the notebook: none"
+    assert server_settings.NOTEBOOK_EF == SERVER_COLLECTION["hnsw_config"].ef_construct
+    changed = server_settings.edge_search(models.SearchParams(hnsw_ef=77), rescore=False)
     assert (changed.hnsw_ef, changed.quantization.rescore) == (77, False)
+
+
+def test_a_query_without_search_params_searches_with_the_collections_ef_construct(tmp_path):
+    """Why no query of the notebook passes `hnsw_ef`: on Qdrant's engine, the collection's `ef_construct` is the
+    search ef of a query that sets none, so the collection carries its search settings."""
+    hnsw = SERVER_COLLECTION["hnsw_config"]
+    vectors = np.random.default_rng(0).standard_normal((3_000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    config = edge.EdgeConfig(
+        vectors=edge.EdgeVectorParams(size=16, distance=edge.Distance.Dot),
+        hnsw_config=edge.HnswIndexConfig(m=hnsw.m, ef_construct=hnsw.ef_construct, full_scan_threshold=1),
+        optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1),
+    )
+    shard = edge.EdgeShard.create(str(tmp_path / "shard"), config)
+    shard.update(edge.UpdateOperation.upsert_points([edge.Point(i, v.tolist(), {}) for i, v in enumerate(vectors)]))
+    shard.optimize()
+    assert shard.info().indexed_vectors_count == len(vectors), "searched through the HNSW graph"
+    queries = vectors[:200] + 0.3 * np.random.default_rng(1).standard_normal((200, 16)).astype(np.float32)
+
+    def found(params) -> list[list[int]]:
+        requests = [edge.QueryRequest(limit=10, query=edge.Query.Nearest(q.tolist()), params=params) for q in queries]
+        return [[point.id for point in points] for points in shard.query_batch(edge.QueryBatchRequest(requests))]
+
+    asking_nothing = found(None)
+    at_ef_construct, at_10 = found(edge.SearchParams(hnsw_ef=hnsw.ef_construct)), found(edge.SearchParams(hnsw_ef=10))
+    shard.close()
+    assert asking_nothing == at_ef_construct
+    assert asking_nothing != at_10, "a smaller ef finds other points: the search ef is not left to chance"
 
 
 def test_the_notebook_creates_server_collections_like_the_benchmark():

@@ -1,7 +1,8 @@
-"""Steps 6 and 7, searching: which stored images the notebook's gallery and recommend query start from.
+"""Steps 6 and 7, the examples searched with: which stored images the gallery and the recommend query start from.
 
 The notebook makes the Qdrant calls itself (`query_points`, `query_batch_points`, a `RecommendQuery`,
-a payload filter); this module picks the images those calls are shown with, by label.
+a payload filter); this module picks the images those calls are shown with, by label. (The search
+panel's own searching is in `panel.py`.)
 """
 
 from collections import defaultdict
