@@ -7,9 +7,10 @@ from conftest import calibrate_as_the_notebook_does, index_with_random_weights, 
 from PIL import Image
 from qdrant_client import QdrantClient, models
 
-from imgsim.calibration import CalibrationWorld, central_box, relatives_of, remove_leftovers
+from imgsim.calibration import COPY_KINDS, CalibrationWorld, central_box, relatives_of
 from imgsim.files import find_images
 from imgsim.neighbours import open_neighbours
+from imgsim.report import remove_leftovers
 
 
 def draw_collection(folder, originals: int, with_copies: int) -> dict[str, str]:
@@ -119,10 +120,11 @@ def hand_made_links(stored_copies: int):
 def test_copies_already_in_the_collection_are_told_from_unrelated_images(stored_copies):
     sample, truth, kinds, links, copy_scores = hand_made_links(stored_copies)
 
-    relatives = relatives_of(sample, truth, kinds, links, copy_scores)
+    relatives = relatives_of(truth, kinds, links, copy_scores)
 
     assert relatives == sorted((f"s{n}", f"w{n}") for n in range(stored_copies)), "never an unrelated u<n>"
-    world = CalibrationWorld(sample, truth, kinds, links, copy_scores)
+    stored = sample + [f"{other}{n}" for n in range(10) for other in "wu"]
+    world = CalibrationWorld(sample, truth, kinds, links, copy_scores, stored)
     assert world.duplicated_share == stored_copies / 10
     at_crop_level = world.measure(0.895)
     assert at_crop_level["recall"] == 1.0
@@ -136,7 +138,7 @@ def test_what_an_earlier_version_left_behind_is_removed_and_said(tmp_path, capsy
     save_picture(tmp_path / "report" / "planted_copies" / "resized" / "cool__shot 0.jpg.jpg", 0)
     save_picture(tmp_path / "report" / "mine" / "keep.jpg", 1)
 
-    remove_leftovers(client, "images", tmp_path / "report")
+    remove_leftovers(client, "images", tmp_path / "report", COPY_KINDS)
 
     assert [collection.name for collection in client.get_collections().collections] == ["images"]
     assert [path.name for path in (tmp_path / "report").iterdir()] == ["mine"]
