@@ -262,19 +262,10 @@ def calibrate(
     sample = list(dict.fromkeys(key for key, _ in origins))
     world = copies_world(neighbours, sample, origins, np.concatenate(vectors), keepers_first(stored))
     threshold = world.best_threshold() if threshold is None else threshold
-    measured = world.measure(threshold)
-    calibration = Calibration(
-        threshold,
-        chosen,
-        fingerprint,
-        sample_images=len(sample),
-        copy_scores=world.copy_scores.tolist(),
-        precision=measured["precision"],
-        recall=measured["recall"],
-        recall_by_kind=measured["recall_by_kind"],
-        duplicated_share=world.duplicated_share,
-        separable=min(measured["precision"], measured["recall"]) >= SEPARATES,
-        seconds=time.perf_counter() - started,
-    )
+    measured = world.measure(threshold)  # precision, recall, recall_by_kind
+    separable = min(measured["precision"], measured["recall"]) >= SEPARATES
+    copy_scores, share, seconds = world.copy_scores.tolist(), world.duplicated_share, time.perf_counter() - started
+    calibration = Calibration(threshold, chosen, fingerprint, len(sample), copy_scores, **measured,
+                              duplicated_share=share, separable=separable, seconds=seconds)  # fmt: skip
     save_result(cache, asdict(calibration))
     return calibration
