@@ -158,8 +158,11 @@ class CalibrationWorld:
         """Precision and recall (overall and by kind) at `threshold`."""
         pairs = [link for link in self.links if link[2] >= threshold]
         groups = duplicate_groups(self.keepers_first + list(self.truth), pairs, [])
-        counted = set(self.sample) | self.truth.keys()
-        precision, found = planted_pairs_found(groups, self.truth, self.pictures, counted)
+        _, found = planted_pairs_found(groups, self.truth)
+        stored_groups = [
+            [key for key in group if key not in self.truth] for group in groups if group[0] not in self.truth
+        ]
+        precision, _ = planted_pairs_found(stored_groups, {}, self.pictures, set(self.sample))
         by_kind = {kind: [copy in found for copy, k in self.kinds.items() if k == kind] for kind in COPY_KINDS}
         return {
             "precision": precision,
@@ -197,6 +200,9 @@ def copies_world(neighbours, sample, origins, copy_vectors, keepers: list[str]) 
     links += [(key, other, score) for key, found in zip(sample, around_sample, strict=True) for other, score in found]
     around_copies = neighbours.nearest_to_vectors(copy_vectors, NEIGHBOURS)
     links += [(copy, other, score) for copy, found in zip(copies, around_copies, strict=True) for other, score in found]
+    around = sorted({other for _, other, _ in links} - truth.keys() - set(sample))  # in whose groups they may be
+    found = neighbours.nearest_to_stored(around, NEIGHBOURS)
+    links += [(key, other, score) for key, pairs in zip(around, found, strict=True) for other, score in pairs]
     among_copies = centred_copies @ centred_copies.T
     np.fill_diagonal(among_copies, -np.inf)
     for row, columns in enumerate(top_columns(among_copies, NEIGHBOURS)):

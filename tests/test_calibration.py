@@ -100,7 +100,7 @@ def test_when_half_the_images_are_copies_the_groups_are_found_without_chains(tmp
     calibration, groups, collections = calibrate_and_group(tmp_path, folder, model_name, source)
 
     assert calibration.separable, str(calibration)
-    if model_name == "resnet18":  # its scores at the threshold chain: single-link groups' precision would be 0.88
+    if model_name == "resnet18":  # its pairs at the threshold chain (a like b like c, a and c different pictures)
         client = QdrantClient(path=str(tmp_path / "qdrant"))
         pairs, _ = open_neighbours(source, client, "images").pairs_above(calibration.threshold)
         client.close()
