@@ -5,18 +5,18 @@ Copies of a sample of the collection's own images, with the edits that make a ne
 practice (half the size, JPEG quality 40, 5 % trimmed off the edges), show where it lies:
 
 1. copies -> vectors: each copy is made and embedded in memory, like a file read from the folder;
-2. vectors -> links: each copy with its original, each sampled image and each copy with its nearest
-   stored images (from the analyses' neighbour source), the copies among themselves;
+2. vectors -> links: each copy with its original; each sampled image and each copy with its nearest
+   stored images, and those with theirs (the groups they may join), from the analyses' neighbour source;
 3. links -> groups at each candidate threshold, formed by `duplicate_groups`, the rule that groups the
    collection: **recall** is the share of copies grouped with their original, **precision** the share
-   of right pairs among the grouped pairs that involve a sampled image or a copy;
-4. the threshold is the candidate where the smaller of the two is largest; it separates the copies from
-   unrelated images when both reach 0.9.
+   of right pairs among the pairs that the collection's own groups form with a sampled image;
+4. the threshold is the candidate where the smaller of the two is largest; it separates near-duplicates
+   from unrelated images when both reach 0.9.
 
-A pair is right when both images may be copies of one picture. The collection may hold copies of a
-sampled image already (its *relatives*); a planted copy grouped with one of them is no mistake. The
-evidence is the sampled image's own copies (see `relatives_of`). The calibration only knows the edits
-it plants: a mirrored or heavily cropped picture, or a burst of shots of one scene, are other pictures.
+A pair is right when both images may be copies of one picture: the collection may hold copies of a
+sampled image already (its *relatives*), told on the evidence of the image's own copies (`relatives_of`).
+The calibration only knows the edits it plants: a mirrored or heavily cropped picture, or a burst of
+shots of one scene, are other pictures.
 """
 
 import io
@@ -128,10 +128,10 @@ def relatives_of(truth, kinds, links, copy_scores) -> list[tuple[str, str]]:
 
 @dataclass
 class CalibrationWorld:
-    """The sampled images, their copies and their nearest stored images: every link that can group them.
-
-    `keepers_first` orders the stored images for `duplicate_groups`; a copy comes after every stored image
-    (it stands for a smaller or newer file). A sampled image and its relatives share a picture.
+    """The sampled images, their copies, the stored images near them and those near these: the links that
+    can group them. `keepers_first` orders the stored images for `duplicate_groups`; a copy comes after
+    every stored image (it stands for a smaller or newer file), so it never changes their groups. A
+    sampled image and its relatives share a picture.
     """
 
     sample: list[str]
