@@ -2,14 +2,16 @@
 
     python benchmarks/calibration.py FOLDER --model resnet50     # any folder of images
     python benchmarks/calibration.py --make-copies PHOTOS FOLDER  # a folder where half the photos have copies
+    python benchmarks/calibration.py --make-copies PHOTOS FOLDER --photos 105 --copied 23  # fewer, fewer copied
 
 The folder is embedded with random weights (IMGSIM_WEIGHTS=none) into a local Qdrant under a temporary
 folder, then calibrated with no threshold set, as the notebook does, with `numpy` neighbours. The
-embedding's and the calibration's seconds come from the same run. `--make-copies` copies every photo
-and gives every second one (sorted by path) three copies beside it: 40 % of the size, JPEG quality 35,
-and 5 % cropped from the edges (`<name> small.jpg`, `<name> q35.jpg`, `<name> crop.jpg`); on such a
-folder the true groups are known from the names, and the script also gives the pair precision and
-recall of the groups formed at the calibrated threshold.
+embedding's and the calibration's seconds come from the same run. `--make-copies` copies the photos
+(all, or `--photos` of them taken in turn from each label) and gives every second one, or `--copied` of
+them spread evenly (sorted by path), three copies beside it: 40 % of the size, JPEG quality 35, and 5 %
+cropped from the edges (`<name> small.jpg`, `<name> q35.jpg`, `<name> crop.jpg`); on such a folder the
+true groups are known from the names, and the script also gives the pair precision and recall of the
+groups formed at the calibrated threshold.
 """
 
 import argparse
@@ -28,9 +30,9 @@ from qdrant_client import QdrantClient, models
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a clone
 from imgsim.calibration import calibrate, central_box  # noqa: E402
-from imgsim.duplicates import duplicate_groups, exact_duplicate_groups  # noqa: E402
+from imgsim.duplicates import duplicate_groups, exact_duplicate_groups, keepers_first  # noqa: E402
 from imgsim.embedding import embed_in_batches  # noqa: E402
-from imgsim.files import find_images  # noqa: E402
+from imgsim.files import find_images, spread_sample  # noqa: E402
 from imgsim.model import feature_extractor  # noqa: E402
 from imgsim.neighbours import open_neighbours  # noqa: E402
 from imgsim.store import FolderSync, stored_files  # noqa: E402
@@ -38,12 +40,15 @@ from imgsim.store import FolderSync, stored_files  # noqa: E402
 COPY_NAME = re.compile(r" (small|q35|crop)\.jpg$")
 
 
-def make_copies_folder(photos: Path, folder: Path) -> None:
-    for n, photo in enumerate(sorted(photos.rglob("*.jpg"))):
+def make_copies_folder(photos: Path, folder: Path, count: int | None, copied: int | None) -> None:
+    chosen = spread_sample(sorted(photos.rglob("*.jpg")), photos, count)
+    copied = len(chosen) // 2 if copied is None else copied
+    with_copies = {chosen[n * len(chosen) // copied] for n in range(copied)}
+    for photo in chosen:
         target = folder / photo.relative_to(photos)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(photo.read_bytes())
-        if n % 2:
+        if photo not in with_copies:
             continue
         image, stem = Image.open(photo).convert("RGB"), target.with_suffix("")
         image.resize((round(image.width * 0.4), round(image.height * 0.4))).save(f"{stem} small.jpg", quality=90)
@@ -94,7 +99,8 @@ def measure(folder: Path, model_name: str, workdir: Path) -> dict:
     }
     if any(COPY_NAME.search(key) for key in stored):
         pairs, _ = neighbours.pairs_above(calibration.threshold)
-        result["at_calibrated_threshold"] = true_pairs(duplicate_groups(neighbours.keys, pairs, exact), neighbours.keys)
+        groups = duplicate_groups(keepers_first(stored), pairs, exact)
+        result["at_calibrated_threshold"] = true_pairs(groups, neighbours.keys)
     client.close()
     return result
 
@@ -104,9 +110,11 @@ def main() -> None:
     parser.add_argument("folder", type=Path, nargs="?")
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--make-copies", nargs=2, type=Path, metavar=("PHOTOS", "FOLDER"))
+    parser.add_argument("--photos", type=int, help="with --make-copies: how many photos (default all)")
+    parser.add_argument("--copied", type=int, help="with --make-copies: how many get copies (default half)")
     arguments = parser.parse_args()
     if arguments.make_copies:
-        make_copies_folder(*arguments.make_copies)
+        make_copies_folder(*arguments.make_copies, arguments.photos, arguments.copied)
         return
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as workdir:

@@ -1,8 +1,9 @@
-"""Step 8, near-duplicates: centred scores, all pairs block by block, joined into groups.
+"""Step 8, near-duplicates: all pairs above a threshold, block by block, grouped around the image to keep.
 
 Scores are centred cosines (see `scoring.py`): a resized or re-encoded copy stays close to 1. The all-pairs
-scores are a matrix product computed 1,024 rows at a time, so memory stays at 1,024 x N scores. Pairs at or
-above the threshold are joined into groups, and files with identical bytes are always grouped.
+scores are a matrix product computed 1,024 rows at a time, so memory stays at 1,024 x N scores. A group is an
+image to keep and the images that score at or above the threshold with it, so that groups do not chain from
+one picture to another through look-alikes; files with identical bytes are always grouped.
 """
 
 from collections import defaultdict
@@ -24,30 +25,50 @@ def similar_pairs(vectors: np.ndarray, threshold: float):
     return pairs, nearest
 
 
-def connected_groups(keys: list[str], links) -> list[list[str]]:
-    """Groups of keys joined by (i, j) links, largest first; keys without a link are left out."""
-    parent = list(range(len(keys)))
+KEEPER_RULE = "most pixels, then the larger file, then the older file (modification time), then the shorter path"
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
-    for i, j in links:
-        parent[root(i)] = root(j)
-    groups = defaultdict(list)
-    for i, key in enumerate(keys):
-        groups[root(i)].append(key)
-    return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: (-len(g), g))
+def keeper_order(key: str, payload: dict) -> tuple:
+    """Sorts the keeper first: most pixels, then the larger file, then the older file, then the shorter path."""
+    return (-payload["width"] * payload["height"], -payload["size"], payload["mtime_ns"], len(key), key)
+
+
+def keepers_first(stored: dict[str, dict]) -> list[str]:
+    """The stored paths in KEEPER_RULE's order, from their payloads (width, height, size, mtime_ns)."""
+    return sorted(stored, key=lambda key: keeper_order(key, stored[key]))
 
 
 def duplicate_groups(keys: list[str], pairs, exact_groups: list[list[str]]) -> list[list[str]]:
-    """Groups of `keys` joined by (key, key, score) pairs at or above the threshold, or by identical bytes."""
-    index = {key: i for i, key in enumerate(keys)}
-    links = [(index[a], index[b]) for a, b, _ in pairs]
-    links += [(index[g[0]], index[k]) for g in exact_groups for k in g[1:] if g[0] in index and k in index]
-    return connected_groups(keys, links)
+    """Groups of `keys`, each a keeper and the images that score at or above the threshold with it.
+
+    `keys` come keeper first (see `keepers_first`), `pairs` are (key, key, score) at or above the threshold.
+    Going down `keys`, an image not yet grouped keeps the images not yet grouped that it pairs with: a
+    group never chains through a member (A like B and B like C does not make A like C), and every member
+    is a near-duplicate of the group's first image, the one kept. Files with identical bytes stand and
+    fall together, in the place of the first of them. Groups come largest first, each keeper first.
+    """
+    rank = {key: position for position, key in enumerate(keys)}
+    present = [[key for key in group if key in rank] for group in exact_groups]
+    first_twin = {key: min(group, key=rank.get) for group in present if len(group) > 1 for key in group}
+    twins = defaultdict(list)
+    for key in sorted(first_twin, key=rank.get):
+        twins[first_twin[key]].append(key)
+    paired = defaultdict(set)
+    for a, b, _ in pairs:
+        a, b = first_twin.get(a, a), first_twin.get(b, b)
+        if a != b:
+            paired[a].add(b)
+            paired[b].add(a)
+    grouped, groups = set(), []
+    for key in sorted(paired.keys() | twins.keys(), key=rank.get):
+        if key in grouped:
+            continue
+        members = [key, *sorted(paired[key] - grouped, key=rank.get)]
+        grouped.update(members)
+        group = [twin for member in members for twin in twins.get(member, [member])]
+        if len(group) > 1:
+            groups.append(group)
+    return sorted(groups, key=lambda group: (-len(group), rank[group[0]]))
 
 
 def exact_duplicate_groups(stored: dict[str, dict]) -> list[list[str]]:

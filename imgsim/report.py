@@ -1,12 +1,14 @@
 """Step 11, the run report: one JSON file that says what a run found, stored, skipped, measured and drew.
 
 Tests and the benchmark read it instead of the notebook's outputs. `Timings` measures the steps. The
-near-duplicate calibration is told here (its text, its report section, its metrics) and saved beside the
-report, to be reused while the collection and the settings are unchanged.
+near-duplicate calibration is told here (its text and its report section) and saved beside the report,
+to be reused while the collection and the settings are unchanged; what earlier versions of it left
+behind is removed.
 """
 
 import hashlib
 import json
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -116,19 +118,6 @@ def duplicates_report(calibration, groups: list[list[str]]) -> dict:
     }
 
 
-def planted_metrics(calibration) -> dict:
-    """The report's metrics on planted copies (empty when none were planted)."""
-    if calibration.precision is None:
-        return {}
-    section = calibration_report(calibration)
-    return {
-        "duplicates_precision": section["precision"],
-        "duplicates_recall": section["recall"],
-        "duplicates_recall_by_kind": section["recall_by_kind"],
-        "planted_copies": section["planted_copies"],
-    }
-
-
 def calibration_text(calibration, separates: float) -> str:
     """What the calibration found, in words; NOT SEPARABLE (no threshold reaches `separates` on both) said plainly."""
     if not calibration.copy_scores:
@@ -171,3 +160,16 @@ def load_saved(path: Path, fingerprint: str) -> dict | None:
     except (OSError, ValueError):
         return None
     return saved if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint else None
+
+
+def remove_leftovers(client, collection: str, workdir: Path, kinds) -> None:
+    """Remove what earlier calibrations left: a scratch collection, and a folder of copies (one sub-folder
+    per kind of copy in `kinds`, .jpg files only) beside the report."""
+    scratch_collection, scratch_folder = f"{collection}_planted", workdir / "planted_copies"
+    if client.collection_exists(scratch_collection):
+        client.delete_collection(scratch_collection)
+        print(f"removed the collection {scratch_collection!r} of planted copies that an earlier version left behind")
+    ours = scratch_folder.is_dir() and {folder.name for folder in scratch_folder.iterdir()} <= set(kinds)
+    if ours and all(path.suffix == ".jpg" for path in scratch_folder.rglob("*") if path.is_file()):
+        shutil.rmtree(scratch_folder)
+        print(f"removed the folder {scratch_folder} of planted copies that an earlier version left behind")

@@ -28,18 +28,13 @@ from pathlib import Path
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from imgsim.duplicates import KEEPER_RULE, keeper_order
 from imgsim.scoring import centre
 
 RECORD = "imgsim-moves.jsonl"  # one line per moved file, in the folder the files were moved to
 HOW_TO_UNDO = "HOW-TO-UNDO.txt"
-KEEPER_RULE = "most pixels, then the larger file, then the older file (modification time), then the shorter path"
 CHECK_CANDIDATES = 20  # a new image's best matches by Qdrant's score, re-scored centred
 COLUMNS = ("group", "path", "action", "width", "height", "bytes", "mtime", "score")
-
-
-def keeper_order(key: str, payload: dict) -> tuple:
-    """Sorts the keeper first: most pixels, then the larger file, then the older file, then the shorter path."""
-    return (-payload["width"] * payload["height"], -payload["size"], payload["mtime_ns"], len(key), key)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from qdrant_client import QdrantClient, models
 
 from imgsim.calibration import calibrate
-from imgsim.duplicates import duplicate_groups, exact_duplicate_groups
+from imgsim.duplicates import duplicate_groups, exact_duplicate_groups, keepers_first
 from imgsim.embedding import embed_file, embed_in_batches
 from imgsim.model import feature_extractor
 from imgsim.panel import SearchPanel
@@ -128,7 +128,7 @@ def calibrate_as_the_notebook_does(client: QdrantClient, folder: Path, embed, ne
         exact_groups=exact, sample_size=sample_size, threshold=None, workdir=workdir,
     )
     pairs, _ = neighbours.pairs_above(calibration.grouping_threshold)
-    return stored, calibration, duplicate_groups(neighbours.keys, pairs, exact)
+    return stored, calibration, duplicate_groups(keepers_first(stored), pairs, exact)
 
 
 class NotebookRunner:

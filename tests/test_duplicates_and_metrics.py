@@ -6,7 +6,7 @@ from conftest import output_text, save_picture
 from PIL import Image
 
 from imgsim.calibration import Calibration, CalibrationWorld, planted_pairs_found
-from imgsim.duplicates import duplicate_groups, similar_pairs
+from imgsim.duplicates import duplicate_groups, keepers_first, similar_pairs
 from imgsim.metrics import retrieval_metrics
 
 QUARTER_CIRCLE = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
@@ -64,6 +64,27 @@ def test_groups_join_linked_pairs_and_exact_duplicates():
     assert nearest[0] == pytest.approx(float(vectors[0] @ vectors[1]))
 
 
+def test_groups_do_not_chain_every_member_pairs_with_the_kept_image():
+    # Two pictures, a and b, each with a smaller copy; a's copy also scores above the threshold with b (a
+    # look-alike), and b's copy has a twin with identical bytes. Single link would make one group of five.
+    sizes = {"a": 200, "b": 200, "a copy": 100, "b copy": 100, "b copy twin": 100}
+    stored = {key: {"width": width, "height": 100, "size": 1000, "mtime_ns": 0} for key, width in sizes.items()}
+    pairs = [("a", "a copy", 0.95), ("a copy", "b", 0.92), ("b", "b copy", 0.95)]
+
+    groups = duplicate_groups(keepers_first(stored), pairs, exact_groups=[["b copy", "b copy twin"]])
+
+    assert groups == [["b", "b copy", "b copy twin"], ["a", "a copy"]], "the keeper first, twins together"
+
+
+def test_the_keeper_is_the_image_tidy_keeps():
+    stored = {
+        "small.jpg": {"width": 50, "height": 50, "size": 9000, "mtime_ns": 1},
+        "big, newer.jpg": {"width": 100, "height": 100, "size": 5000, "mtime_ns": 3},
+        "big, older, longer name.jpg": {"width": 100, "height": 100, "size": 5000, "mtime_ns": 2},
+    }
+    assert keepers_first(stored) == ["big, older, longer name.jpg", "big, newer.jpg", "small.jpg"]
+
+
 def test_planted_precision_and_recall_count_pairs_against_the_truth():
     truth = {"p/a1": "a", "p/a2": "a", "p/b1": "b", "p/c1": "c"}
     groups = [["a", "p/a1", "p/a2"], ["b", "p/b1", "x"], ["p/c1", "y"]]
@@ -79,7 +100,7 @@ def test_a_copy_grouped_with_its_originals_own_duplicates_counts_as_right():
     truth = {"p/a1": "a", "p/b1": "b"}
     groups = [["a", "a twin", "p/a1"], ["b", "p/b1", "x"]]
 
-    precision, found = planted_pairs_found(groups, truth, alias={"a": "a", "a twin": "a"})
+    precision, found = planted_pairs_found(groups, truth, pictures={"a": {"a"}, "a twin": {"a twin", "a"}})
 
     # (a,a1) (a twin,a1) right thanks to the collection's own group; (b,b1) right, (b1,x) wrong.
     assert precision == pytest.approx(3 / 4)
@@ -90,15 +111,15 @@ def hand_made_world() -> CalibrationWorld:
     """Sampled images a and b, copy a1 of a and b1 of b, and x, another stored image."""
     links = [("a1", "a", 0.95), ("b1", "b", 0.7), ("b", "x", 0.65), ("a1", "x", 0.5), ("a", "x", 0.3)]
     kinds = {"a1": "resized", "b1": "cropped"}
-    return CalibrationWorld(["a", "b"], {"a1": "a", "b1": "b"}, kinds, links, np.array([0.95, 0.7]))
+    return CalibrationWorld(["a", "b"], {"a1": "a", "b1": "b"}, kinds, links, np.array([0.95, 0.7]), ["a", "b", "x"])
 
 
 def test_precision_and_recall_of_the_copies_at_each_threshold():
     world = hand_made_world()
     assert world.measure(0.9) == {"precision": 1.0, "recall": 0.5, "recall_by_kind": {"resized": 1.0, "cropped": 0.0}}
     assert world.measure(0.68)["precision"] == world.measure(0.68)["recall"] == 1.0
-    # At 0.6, x joins b and b1: (b, b1) right, (b, x) and (b1, x) wrong; (a, a1) right.
-    assert world.measure(0.6)["precision"] == pytest.approx(2 / 4)
+    # At 0.6, x joins b (and b1): precision counts the stored images' pairs with a sampled image, (b, x) wrong.
+    assert world.measure(0.6)["precision"] == 0.0 and world.measure(0.6)["recall"] == 1.0
 
 
 def test_the_threshold_is_where_the_smaller_of_precision_and_recall_is_largest():
@@ -111,9 +132,10 @@ def test_the_threshold_is_where_the_smaller_of_precision_and_recall_is_largest()
 def test_stored_images_as_close_as_the_copies_count_as_real_duplicates():
     links = [("a1", "a", 0.95), ("a2", "a", 0.9), ("a", "twin", 0.97), ("a1", "twin", 0.93), ("b1", "b", 0.92)]
     truth = {"a1": "a", "a2": "a", "b1": "b"}
-    world = CalibrationWorld(["a", "b"], truth, dict.fromkeys(truth, "resized"), links, np.array([0.95, 0.9, 0.92]))
+    kinds, copy_scores = dict.fromkeys(truth, "resized"), np.array([0.95, 0.9, 0.92])
+    world = CalibrationWorld(["a", "b"], truth, kinds, links, copy_scores, ["a", "twin", "b"])
 
-    assert world.alias == {"a": "a", "twin": "a"} and world.duplicated_share == 0.5
+    assert world.relatives == [("a", "twin")] and world.duplicated_share == 0.5
     assert world.measure(0.9) == {"precision": 1.0, "recall": 1.0, "recall_by_kind": {"resized": 1.0}}
 
 
@@ -162,8 +184,8 @@ def test_with_no_threshold_set_copies_are_grouped_with_their_originals(tmp_path,
     assert notebook.collections() == ["images"] and not list(notebook.report_path.parent.rglob("*.jpg"))
     assert calibration["sample_images"] == 20, "a small collection: 20 images get copies"
     metrics = report["metrics"]
-    assert metrics["planted_copies"] == 3 * calibration["sample_images"]
-    assert metrics["duplicates_precision"] == calibration["precision"] >= 0.9
+    assert calibration["planted_copies"] == 3 * calibration["sample_images"]
+    assert calibration["precision"] >= 0.9 and "duplicates_precision" not in metrics, "stored once, in calibration"
     assert metrics["k"] == 3 and set(metrics["per_label"]) == {"warm", "cool", "copies"}
     figures = {"duplicate_scores", "duplicate_groups", "metrics", "embedding_map", "more_searches"}
     assert figures <= set(report["figures"])
@@ -190,7 +212,7 @@ def test_when_nothing_separates_it_says_so_and_groups_only_identical_files(tmp_p
     calibration = report["duplicates"]["calibration"]
     assert calibration["separable"] is False
     assert report["duplicates"]["threshold"] is None
-    assert report["duplicates"]["groups"] == [["a/same bytes.png", "b/noise 0.png"]]
+    assert report["duplicates"]["groups"] == [["b/noise 0.png", "a/same bytes.png"]], "the keeper first: the older"
     assert "NOT SEPARABLE" in output_text(executed)
 
 
