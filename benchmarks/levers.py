@@ -3,6 +3,7 @@
     python benchmarks/levers.py --quick     # about 5 minutes on 2 CPU cores
     python benchmarks/levers.py             # more photos and rounds
     python benchmarks/levers.py --only-compiling [--quick]   # only compiling, bfloat16 and their agreement
+    python benchmarks/levers.py --only-timed-folder           # only the 2,000 photos timed, eager and compiled
 
 Each lever's settings are measured in turns, round after round, and compared by their medians, so that the
 machine's drift hits all settings alike: JPEG draft mode, reading and computing by turns or overlapped, where
@@ -12,7 +13,7 @@ alone and in the pipeline, the number of images from which it pays, and the pipe
 compile time included, projected from those rates); bfloat16 and the compiled model also by how often their
 top-10 results equal eager float32's. Last, timed end to end: 2,000 small photos (two crops of each shared
 photo, made in a temporary folder and removed) through the eager pipeline, and through compiling plus the
-compiled pipeline, in turns (the order swapped every round).
+compiled pipeline, taking turns slice by slice.
 """
 
 import copy
@@ -50,12 +51,13 @@ from imgsim.files import find_images
 from imgsim.model import COMPILE_PAYS_FROM, compile_model
 from imgsim.reading import load_image, normalise_pixels
 
-QUICK = {"rounds": 3, "small": 48, "large": 24, "model": 48, "agreement": 64, "folder_rounds": 2}
-FULL = {"rounds": 5, "small": 128, "large": 48, "model": 128, "agreement": 200, "folder_rounds": 3}
+QUICK = {"rounds": 3, "small": 48, "large": 24, "model": 48, "agreement": 64}
+FULL = {"rounds": 5, "small": 128, "large": 48, "model": 128, "agreement": 200}
 BF16_AGREEMENT_TARGET = 0.95
 COMPILED_AGREEMENT_TARGET = 0.99
 COMPILED_SPEEDUP_TARGET = 1.1  # the pipeline on FOLDER_IMAGES small photos, compile time included
 FOLDER_IMAGES = 2_000
+FOLDER_SLICES = 8  # the timed folder's photos go through in slices, eager and compiled taking turns
 
 
 # --- levers ------------------------------------------------------------------------------------------------
@@ -248,16 +250,20 @@ def make_crop(source: Path, target: Path, corner: int) -> None:
     crop.resize((width, height), Image.Resampling.BICUBIC).save(target, "JPEG", quality=90)
 
 
-def timed_folder_study(args, device, model, preprocess, rounds: int) -> dict:
-    """FOLDER_IMAGES small photos through the pipeline, end to end: eager, and compiling plus compiled, in turns."""
+def timed_folder_study(args, device, model, preprocess) -> dict:
+    """FOLDER_IMAGES small photos through the pipeline, end to end: eager, and compiling plus compiled.
+
+    The photos go through in FOLDER_SLICES slices, the two ways taking turns slice by slice (which goes
+    first alternates), so that both see the same load; each way's seconds are the sum over its slices, and
+    the compiled way's start with compiling the model.
+    """
     sources = select_photos(args.images, min(len(find_images(args.images)), FOLDER_IMAGES))
     crops_each = math.ceil(FOLDER_IMAGES / len(sources))
     with tempfile.TemporaryDirectory(prefix="imgsim-folder-") as folder:
         jobs = [
             (source, Path(folder) / f"{number:05d}.jpg", number % crops_each)
             for number, source in enumerate(source for source in sources for _ in range(crops_each))
-        ]
-        jobs = jobs[:FOLDER_IMAGES]
+        ][:FOLDER_IMAGES]
         log(f"timed folder: making {len(jobs):,} small photos in {folder}")
         with ThreadPoolExecutor(os.cpu_count()) as pool:
             list(pool.map(make_crop, *zip(*jobs, strict=True)))
@@ -273,39 +279,54 @@ def timed_folder_study(args, device, model, preprocess, rounds: int) -> dict:
             progress=None,
         )
         list(embed(paths[: args.batch_size], model=model))  # warm-up, as for every measurement
-
-        def eager() -> dict:
-            started = time.perf_counter()
-            embedded = sum(len(images) for images, _ in embed(paths, model=model))
-            return {"eager_s": time.perf_counter() - started, "eager_images": embedded}
-
-        def compiled() -> dict:
-            started = time.perf_counter()
-            compiled_model = compile_model(model, preprocess.crop_size[0], device)
-            compiled_at = time.perf_counter()
-            embedded = sum(len(images) for images, _ in embed(paths, model=compiled_model))
-            done = time.perf_counter()
-            return {"compile_s": compiled_at - started, "compiled_s": done - started, "compiled_images": embedded}
-
-        per_round = []
-        for number in range(1, rounds + 1):
-            order = (eager, compiled) if number % 2 else (compiled, eager)
-            log(f"timed folder round {number}/{rounds}: {' then '.join(arm.__name__ for arm in order)}")
-            measured = {"first": order[0].__name__}
-            for arm in order:
-                measured |= arm()
-            measured["speedup"] = measured["eager_s"] / measured["compiled_s"]
-            log(f"timed folder round {number}: {measured}")
-            per_round.append(measured)
-    return {"images": len(paths), "per_round": per_round} | {
-        name: median(r[name] for r in per_round) for name in ("eager_s", "compile_s", "compiled_s", "speedup")
+        started = time.perf_counter()
+        compiled = compile_model(model, preprocess.crop_size[0], device)
+        compile_s = time.perf_counter() - started
+        log(f"timed folder: compiled in {compile_s:.1f} s")
+        size = math.ceil(len(paths) / FOLDER_SLICES)
+        slices = []
+        for number, start in enumerate(range(0, len(paths), size)):
+            part, seconds = paths[start : start + size], {}
+            for name in ("eager", "compiled") if number % 2 else ("compiled", "eager"):
+                started = time.perf_counter()
+                embedded = sum(
+                    len(images) for images, _ in embed(part, model=compiled if name == "compiled" else model)
+                )
+                seconds[f"{name}_s"] = time.perf_counter() - started
+                if embedded != len(part):
+                    raise SystemExit(f"{len(part) - embedded} of the made photos could not be embedded")
+            slices.append({"images": len(part)} | seconds)
+            log(f"timed folder slice {number + 1}/{FOLDER_SLICES}: {slices[-1]}")
+    eager_s = sum(part["eager_s"] for part in slices)
+    compiled_s = compile_s + sum(part["compiled_s"] for part in slices)
+    return {
+        "images": len(paths),
+        "slices": slices,
+        "compile_s": compile_s,
+        "eager_s": eager_s,
+        "compiled_s": compiled_s,
+        "speedup": eager_s / compiled_s,
+        "slice_speedups": [part["eager_s"] / part["compiled_s"] for part in slices],
     }
+
+
+def report_timed_folder(timed: dict) -> dict:
+    print(
+        f"{'PASS' if timed['speedup'] >= COMPILED_SPEEDUP_TARGET else 'MISS'}  timed end to end, {timed['images']:,} "
+        f"small photos: eager pipeline {timed['eager_s']:.0f} s / (compiling {timed['compile_s']:.0f} s + compiled "
+        f"pipeline {timed['compiled_s'] - timed['compile_s']:.0f} s) = {timed['speedup']:.2f} (target >= "
+        f"{COMPILED_SPEEDUP_TARGET}); eager / compiled per slice of {timed['slices'][0]['images']}, in turns: "
+        + ", ".join(f"{ratio:.2f}" for ratio in timed["slice_speedups"])
+    )
+    return timed
 
 
 def run_levers(args, device, machine: dict) -> dict:
     counts = QUICK if args.quick else FULL
     model, preprocess, _ = random_model(args.model, device)
     photos = photo_sets(args, counts["small"], counts["large"])
+    if args.only_timed_folder:
+        return {"timed_folder": report_timed_folder(timed_folder_study(args, device, model, preprocess))}
     rows = []
     plans = [] if args.only_compiling else lever_plans(args, device, counts, model, preprocess, photos)
     for lever, on, default, settings in plans:
@@ -321,7 +342,6 @@ def run_levers(args, device, machine: dict) -> dict:
     log(f"agreement: {counts['agreement']} small photos, float32, bfloat16 and compiled")
     study = agreement_study(model, preprocess, device, args.batch_size, select_photos(args.images, counts["agreement"]))
     on = f"{study['images']} preprocessed small photos"
-    timed = timed_folder_study(args, device, model, preprocess, counts["folder_rounds"])
     for name, key in (("float32", "fp32"), ("bfloat16", "bf16")):
         rate = study[f"{key}_img_per_s"]
         rows.append(["bfloat16 autocast", name, on, rate, rate / study["fp32_img_per_s"]])
@@ -357,15 +377,7 @@ def run_levers(args, device, machine: dict) -> dict:
         f"{compiling['folder_speedup']:.2f} (rounds: {in_rounds}; target >= {COMPILED_SPEEDUP_TARGET}), projected from "
         f"each round's rates on {len(photos['small'])} photos and its compile seconds"
     )
-    in_rounds = "; ".join(
-        f"{r['eager_s']:.0f} s / ({r['compile_s']:.0f} + {r['compiled_s'] - r['compile_s']:.0f} s) = {r['speedup']:.2f}"
-        for r in timed["per_round"]
-    )
-    print(
-        f"{'PASS' if timed['speedup'] >= COMPILED_SPEEDUP_TARGET else 'MISS'}  timed end to end, {timed['images']:,} "
-        f"small photos: eager pipeline / (compiling + compiled pipeline): {timed['speedup']:.2f} (median of "
-        f"{len(timed['per_round'])} rounds in turns: {in_rounds}; target >= {COMPILED_SPEEDUP_TARGET})"
-    )
+    timed = report_timed_folder(timed_folder_study(args, device, model, preprocess))
     wall_s = time.perf_counter() - STARTED
     print(f"\nwall time {wall_s:.0f} s")
     keys = ("lever", "setting", "measured_on", "img_per_s", "vs_default")

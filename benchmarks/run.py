@@ -515,6 +515,9 @@ def setup(description: str, levers: bool = False) -> tuple[argparse.Namespace, t
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="image reading threads")
     if levers:
         parser.add_argument("--only-compiling", action="store_true", help="only the compiled model and bfloat16")
+        parser.add_argument(
+            "--only-timed-folder", action="store_true", help="only the 2,000 photos timed eager and compiled"
+        )
     args = parser.parse_args()
     device = pick_device("auto")
     args.batch_size = args.batch_size or default_batch_size(device)
