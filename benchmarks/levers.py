@@ -324,9 +324,9 @@ def report_timed_folder(timed: dict) -> dict:
 def run_levers(args, device, machine: dict) -> dict:
     counts = QUICK if args.quick else FULL
     model, preprocess, _ = random_model(args.model, device)
-    photos = photo_sets(args, counts["small"], counts["large"])
     if args.only_timed_folder:
         return {"timed_folder": report_timed_folder(timed_folder_study(args, device, model, preprocess))}
+    photos = photo_sets(args, counts["small"], counts["large"])
     rows = []
     plans = [] if args.only_compiling else lever_plans(args, device, counts, model, preprocess, photos)
     for lever, on, default, settings in plans:

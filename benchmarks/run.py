@@ -84,7 +84,8 @@ TARGETS = {
     "small_pipeline_vs_model_only": ("small photos: pipeline / model-only", 0.9, True),
     "small_compiled_pipeline_vs_model_only": ("small photos: compiled pipeline / eager model-only", 0.9, True),
     "folder_compiled_vs_eager_pipeline": (
-        f"{FOLDER_IMAGES:,} small photos: compiled pipeline, compile time included / eager pipeline",
+        f"{FOLDER_IMAGES:,} small photos, projected from the rounds' rates (levers.py --only-timed-folder times "
+        "them): compiled pipeline, compile time included / eager pipeline",
         1.1,
         True,
     ),
