@@ -1,9 +1,9 @@
 """Measure what each tuning lever of the embedding pipeline changes, against the notebook's default.
 
-    python benchmarks/levers.py --quick     # about 5 minutes on 2 CPU cores
+    python benchmarks/levers.py --quick     # about 8 minutes on 2 quiet CPU cores
     python benchmarks/levers.py             # more photos and rounds
-    python benchmarks/levers.py --only-compiling [--quick]   # only compiling, bfloat16 and their agreement
-    python benchmarks/levers.py --only-timed-folder           # only the 2,000 photos timed, eager and compiled
+    python benchmarks/levers.py --only-compiling [--quick]   # compiling, bfloat16, their agreement, the timed folder
+    python benchmarks/levers.py --only-timed-folder           # only the 2,000 photos timed (about 3 minutes)
 
 Each lever's settings are measured in turns, round after round, and compared by their medians, so that the
 machine's drift hits all settings alike: JPEG draft mode, reading and computing by turns or overlapped, where

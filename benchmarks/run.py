@@ -515,7 +515,7 @@ def setup(description: str, levers: bool = False) -> tuple[argparse.Namespace, t
     parser.add_argument("--batch-size", type=int, help="default: the notebook's (8 on a CPU, 32 on a GPU)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="image reading threads")
     if levers:
-        parser.add_argument("--only-compiling", action="store_true", help="only the compiled model and bfloat16")
+        parser.add_argument("--only-compiling", action="store_true", help="only compiling, bfloat16, the timed folder")
         parser.add_argument(
             "--only-timed-folder", action="store_true", help="only the 2,000 photos timed eager and compiled"
         )
