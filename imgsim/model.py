@@ -100,7 +100,7 @@ def feature_extractor(model_name: str, weights: str, device: torch.device):
 # against the model's speed. torch.jit is deprecated (since torch 2.5; torch 2.14 warns, and warns that
 # Python 3.14+ may break it); torch.compile, its replacement, was measured here and kept out: even with
 # dynamic=True it compiled for 138 s before the first batch and 112 s more for the first single image (batch
-# size 1 is compiled apart), against 10 to 30 s for the trace, at the same speed (1.12 x eager), and it needs a
+# size 1 is compiled apart), against 7 to 32 s for the trace, at the same speed (1.12 x eager), and it needs a
 # C++ compiler (g++) on the reader's machine. When torch.jit goes, compile_model is the one place to change.
 COMPILE_PAYS_FROM = 300
 COMPILE_CHOICES = ("auto", "on", "off")
