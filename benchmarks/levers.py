@@ -1,25 +1,33 @@
 """Measure what each tuning lever of the embedding pipeline changes, against the notebook's default.
 
-    python benchmarks/levers.py --quick     # about 5 minutes on 2 CPU cores
+    python benchmarks/levers.py --quick     # about 8 minutes on 2 quiet CPU cores
     python benchmarks/levers.py             # more photos and rounds
-    python benchmarks/levers.py --only-compiling [--quick]   # only compiling, bfloat16 and their agreement
+    python benchmarks/levers.py --only-compiling [--quick]   # compiling, bfloat16, their agreement, the timed folder
+    python benchmarks/levers.py --only-timed-folder           # only the 2,000 photos timed (about 3 minutes)
 
 Each lever's settings are measured in turns, round after round, and compared by their medians, so that the
 machine's drift hits all settings alike: JPEG draft mode, reading and computing by turns or overlapped, where
 the preprocessing's arithmetic runs (per batch or per image), reading threads, channels_last, torch threads,
 batch size, bfloat16 autocast, and compiling the model (`compile_model`: its seconds, its speed in the model
 alone and in the pipeline, the number of images from which it pays, and the pipeline on 2,000 small photos
-compile time included); bfloat16 and the compiled model also by how often their top-10 results equal eager
-float32's.
+compile time included, projected from those rates); bfloat16 and the compiled model also by how often their
+top-10 results equal eager float32's. Last, timed end to end: 2,000 small photos (two crops of each shared
+photo, made in a temporary folder and removed) through the eager pipeline, and through compiling plus the
+compiled pipeline, taking turns slice by slice.
 """
 
 import copy
+import math
+import os
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from run import (
     STARTED,
     TOP_K,
@@ -37,7 +45,8 @@ from run import (
     setup,
 )
 
-from imgsim.embedding import embed_images, embed_pixels, reads_while_computing
+from imgsim.embedding import embed_images, embed_in_batches, embed_pixels, reads_while_computing
+from imgsim.files import find_images
 from imgsim.model import COMPILE_PAYS_FROM, compile_model
 from imgsim.reading import load_image, normalise_pixels
 from imgsim.scoring import top_columns
@@ -48,6 +57,7 @@ BF16_AGREEMENT_TARGET = 0.95
 COMPILED_AGREEMENT_TARGET = 0.99
 COMPILED_SPEEDUP_TARGET = 1.1  # the pipeline on FOLDER_IMAGES small photos, compile time included
 FOLDER_IMAGES = 2_000
+FOLDER_SLICES = 8  # the timed folder's photos go through in slices, eager and compiled taking turns
 
 
 # --- levers ------------------------------------------------------------------------------------------------
@@ -231,9 +241,91 @@ def compile_study(args, device, counts: dict, model, preprocess, paths: list[Pat
     return {"per_round": rounds} | {name: median(r[name] for r in rounds) for name in rounds[0]}
 
 
+def make_crop(source: Path, target: Path, corner: int) -> None:
+    """A copy of `source` cropped to 90 % from one corner (0: top left, 1: bottom right), back at its size."""
+    image = Image.open(source).convert("RGB")
+    width, height = image.size
+    left, top = round(width * 0.1) * corner, round(height * 0.1) * corner
+    crop = image.crop((left, top, left + round(width * 0.9), top + round(height * 0.9)))
+    crop.resize((width, height), Image.Resampling.BICUBIC).save(target, "JPEG", quality=90)
+
+
+def timed_folder_study(args, device, model, preprocess) -> dict:
+    """FOLDER_IMAGES small photos through the pipeline, end to end: eager, and compiling plus compiled.
+
+    The photos go through in FOLDER_SLICES slices, the two ways taking turns slice by slice (which goes
+    first alternates), so that both see the same load; each way's seconds are the sum over its slices, and
+    the compiled way's start with compiling the model.
+    """
+    sources = select_photos(args.images, min(len(find_images(args.images)), FOLDER_IMAGES))
+    crops_each = math.ceil(FOLDER_IMAGES / len(sources))
+    with tempfile.TemporaryDirectory(prefix="imgsim-folder-") as folder:
+        jobs = [
+            (source, Path(folder) / f"{number:05d}.jpg", number % crops_each)
+            for number, source in enumerate(source for source in sources for _ in range(crops_each))
+        ][:FOLDER_IMAGES]
+        log(f"timed folder: making {len(jobs):,} small photos in {folder}")
+        with ThreadPoolExecutor(os.cpu_count()) as pool:
+            list(pool.map(make_crop, *zip(*jobs, strict=True)))
+        paths = [target for _, target, _ in jobs]
+        for path in paths:
+            path.read_bytes()  # into the page cache, as for every measurement
+        embed = partial(
+            embed_in_batches,
+            preprocess=preprocess,
+            device=device,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            progress=None,
+        )
+        list(embed(paths[: args.batch_size], model=model))  # warm-up, as for every measurement
+        started = time.perf_counter()
+        compiled = compile_model(model, preprocess.crop_size[0], device)
+        compile_s = time.perf_counter() - started
+        log(f"timed folder: compiled in {compile_s:.1f} s")
+        size = math.ceil(len(paths) / FOLDER_SLICES)
+        slices = []
+        for number, start in enumerate(range(0, len(paths), size)):
+            part, seconds = paths[start : start + size], {}
+            for name in ("eager", "compiled") if number % 2 else ("compiled", "eager"):
+                started = time.perf_counter()
+                embedded = sum(
+                    len(images) for images, _ in embed(part, model=compiled if name == "compiled" else model)
+                )
+                seconds[f"{name}_s"] = time.perf_counter() - started
+                if embedded != len(part):
+                    raise SystemExit(f"{len(part) - embedded} of the made photos could not be embedded")
+            slices.append({"images": len(part)} | seconds)
+            log(f"timed folder slice {number + 1}/{FOLDER_SLICES}: {slices[-1]}")
+    eager_s = sum(part["eager_s"] for part in slices)
+    compiled_s = compile_s + sum(part["compiled_s"] for part in slices)
+    return {
+        "images": len(paths),
+        "slices": slices,
+        "compile_s": compile_s,
+        "eager_s": eager_s,
+        "compiled_s": compiled_s,
+        "speedup": eager_s / compiled_s,
+        "slice_speedups": [part["eager_s"] / part["compiled_s"] for part in slices],
+    }
+
+
+def report_timed_folder(timed: dict) -> dict:
+    print(
+        f"{'PASS' if timed['speedup'] >= COMPILED_SPEEDUP_TARGET else 'MISS'}  timed end to end, {timed['images']:,} "
+        f"small photos: eager pipeline {timed['eager_s']:.0f} s / (compiling {timed['compile_s']:.0f} s + compiled "
+        f"pipeline {timed['compiled_s'] - timed['compile_s']:.0f} s) = {timed['speedup']:.2f} (target >= "
+        f"{COMPILED_SPEEDUP_TARGET}); eager / compiled per slice of {timed['slices'][0]['images']}, in turns: "
+        + ", ".join(f"{ratio:.2f}" for ratio in timed["slice_speedups"])
+    )
+    return timed
+
+
 def run_levers(args, device, machine: dict) -> dict:
     counts = QUICK if args.quick else FULL
     model, preprocess, _ = random_model(args.model, device)
+    if args.only_timed_folder:
+        return {"timed_folder": report_timed_folder(timed_folder_study(args, device, model, preprocess))}
     photos = photo_sets(args, counts["small"], counts["large"])
     rows = []
     plans = [] if args.only_compiling else lever_plans(args, device, counts, model, preprocess, photos)
@@ -285,11 +377,12 @@ def run_levers(args, device, machine: dict) -> dict:
         f"{compiling['folder_speedup']:.2f} (rounds: {in_rounds}; target >= {COMPILED_SPEEDUP_TARGET}), projected from "
         f"each round's rates on {len(photos['small'])} photos and its compile seconds"
     )
+    timed = report_timed_folder(timed_folder_study(args, device, model, preprocess))
     wall_s = time.perf_counter() - STARTED
     print(f"\nwall time {wall_s:.0f} s")
     keys = ("lever", "setting", "measured_on", "img_per_s", "vs_default")
     levers = [dict(zip(keys, row, strict=True)) for row in rows]
-    return {"levers": levers, "agreement": study, "compile": compiling, "wall_s": wall_s}
+    return {"levers": levers, "agreement": study, "compile": compiling, "timed_folder": timed, "wall_s": wall_s}
 
 
 if __name__ == "__main__":

@@ -86,8 +86,11 @@ def feature_extractor(model_name: str, weights: str | Path, device: torch.device
 # for every batch size) costs seconds once and then saves a share of every image's forward pass.
 # benchmarks/levers.py measures both on a CPU and divides: compiling paid from 113 images to embed (median
 # of 3 rounds, 2-core AMD EPYC, busy); the rule keeps a margin for machines where compiling takes longer
-# against the model's speed. torch.compile measured as fast, but took about a minute and compiled again
-# for every new batch size (the last, smaller batch, a single query), so it would pay only on thousands.
+# against the model's speed. torch.jit is deprecated (since torch 2.5; torch 2.14 warns, and warns that
+# Python 3.14+ may break it); torch.compile, its replacement, was measured here and kept out: even with
+# dynamic=True it compiled for 138 s before the first batch and 112 s more for the first single image (batch
+# size 1 is compiled apart), against 7 to 32 s for the trace, at the same speed (1.12 x eager), and it needs a
+# C++ compiler (g++) on the reader's machine. When torch.jit goes, compile_model is the one place to change.
 COMPILE_PAYS_FROM = 300
 COMPILE_CHOICES = ("auto", "on", "off")
 
@@ -112,7 +115,7 @@ def compile_model(model: torch.nn.Module, side: int, device: torch.device) -> to
         return model
     example = torch.zeros(1, 3, side, side, device=device).contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), warnings.catch_warnings():
-        # torch.jit is marked deprecated in favour of torch.compile, which did not pay here (see above)
+        # deprecated in favour of torch.compile, which measured far slower to compile here (see above, README)
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
         compiled = torch.jit.freeze(torch.jit.trace(model, example))
     with torch.inference_mode():
