@@ -46,7 +46,7 @@ COPY_KINDS = {  # name: (edit, JPEG quality of the copy)
     "cropped": (lambda image: image.crop(central_box(image.size, 0.95)), 90),
 }
 SEPARATES = 0.9  # precision and recall on the planted copies both at least this: the threshold separates
-NEIGHBOURS = 20  # stored images looked at around each sampled image and each copy
+NEAREST_LOOKED_AT = 20  # stored images looked at around each sampled image and each copy
 THRESHOLDS_TRIED = 100
 FEWEST_SAMPLED = 20  # images given copies, at least (or all of a smaller collection)
 SAMPLED_SHARE = 6  # at most one image in this many gets copies, so the copies cost about half the embedding
@@ -103,7 +103,7 @@ def relatives_of(truth, kinds, links, copy_scores) -> list[tuple[str, str]]:
     A stored image is a relative when it scores with the sampled image or one of its copies at least as
     high as the image's own weakest copy does, or with the image at least as high as most copies (the
     median) of the kind that changes images most score with their originals. Where that holds for more
-    than half as many stored images as NEIGHBOURS, the scores do not single out copies (a picture is
+    than half as many stored images as NEAREST_LOOKED_AT, the scores do not single out copies (a picture is
     rarely copied that often; pure noise, say), and the image is given none.
     """
     copy_score = dict(zip(truth, copy_scores, strict=True))
@@ -124,11 +124,11 @@ def relatives_of(truth, kinds, links, copy_scores) -> list[tuple[str, str]]:
         pair for pair, score in closest.items() if score >= weakest_copy[pair[0]] or plain[pair] >= most_changed
     ]
     per_image = Counter(key for key, _ in relatives)
-    return sorted((key, other) for key, other in relatives if per_image[key] <= NEIGHBOURS // 2)
+    return sorted((key, other) for key, other in relatives if per_image[key] <= NEAREST_LOOKED_AT // 2)
 
 
 @dataclass
-class CalibrationWorld:
+class CopiesAndNeighbours:
     """The sampled images, their copies, the stored images near them and those near these: the links that
     can group them. `keepers_first` orders the stored images for `duplicate_groups`; a copy comes after
     every stored image (it stands for a smaller or newer file), so it never changes their groups. A
@@ -185,7 +185,7 @@ class CalibrationWorld:
         return float(best[len(best) // 2])
 
 
-def copies_world(neighbours, sample, origins, copy_vectors, keepers: list[str]) -> CalibrationWorld:
+def copies_and_neighbours(neighbours, sample, origins, copy_vectors, keepers: list[str]) -> CopiesAndNeighbours:
     """Score the copies with their originals, and link the sample and the copies to their nearest images.
 
     `origins` gives each copy's (original, kind), in the order of `copy_vectors`.
@@ -197,18 +197,18 @@ def copies_world(neighbours, sample, origins, copy_vectors, keepers: list[str]) 
     centred_sample, row_of = neighbours.centred_of(sample), {key: row for row, key in enumerate(sample)}
     copy_scores = np.sum(centred_copies * centred_sample[[row_of[original] for original in truth.values()]], axis=1)
     links = [(copy, truth[copy], float(score)) for copy, score in zip(copies, copy_scores, strict=True)]
-    around_sample = neighbours.nearest_to_stored(sample, NEIGHBOURS)
+    around_sample = neighbours.nearest_to_stored(sample, NEAREST_LOOKED_AT)
     links += [(key, other, score) for key, found in zip(sample, around_sample, strict=True) for other, score in found]
-    around_copies = neighbours.nearest_to_vectors(copy_vectors, NEIGHBOURS)
+    around_copies = neighbours.nearest_to_vectors(copy_vectors, NEAREST_LOOKED_AT)
     links += [(copy, other, score) for copy, found in zip(copies, around_copies, strict=True) for other, score in found]
     around = sorted({other for _, other, _ in links} - truth.keys() - set(sample))  # in whose groups they may be
-    found = neighbours.nearest_to_stored(around, NEIGHBOURS)
+    found = neighbours.nearest_to_stored(around, NEAREST_LOOKED_AT)
     links += [(key, other, score) for key, pairs in zip(around, found, strict=True) for other, score in pairs]
     among_copies = centred_copies @ centred_copies.T
     np.fill_diagonal(among_copies, -np.inf)
-    for row, columns in enumerate(top_columns(among_copies, NEIGHBOURS)):
+    for row, columns in enumerate(top_columns(among_copies, NEAREST_LOOKED_AT)):
         links += [(copies[row], copies[column], float(among_copies[row, column])) for column in columns]
-    return CalibrationWorld(sample, truth, kinds, links, copy_scores, keepers)
+    return CopiesAndNeighbours(sample, truth, kinds, links, copy_scores, keepers)
 
 
 @dataclass
@@ -248,13 +248,14 @@ def calibrate(
     remove_leftovers(client, collection, workdir, COPY_KINDS)
     chosen = "auto" if threshold is None else "given"
     kinds = {kind: quality for kind, (_, quality) in COPY_KINDS.items()}
-    recipe = [sample_size, FEWEST_SAMPLED, SAMPLED_SHARE, threshold, kinds, NEIGHBOURS, neighbours.name, "star groups"]
+    recipe = [sample_size, FEWEST_SAMPLED, SAMPLED_SHARE, threshold, kinds]
+    recipe += [NEAREST_LOOKED_AT, neighbours.name, "star groups"]
     fingerprint = collection_fingerprint(stored, recipe)
     cache = workdir / f"calibration-{collection}.json"
     if saved := load_saved(cache, fingerprint):
         return Calibration(**saved | {"seconds": 0.0}, reused=True)
-    twins = {key for group in exact_groups for key in group}
-    candidates = [folder / key for key in sorted(stored) if key not in twins]
+    identical = {key for group in exact_groups for key in group}
+    candidates = [folder / key for key in sorted(stored) if key not in identical]
     sources = spread_sample(candidates, folder, sampled_images(len(stored), sample_size)) if len(stored) > 1 else []
     started = time.perf_counter()
     origins, vectors, made = [], [], Counter()
@@ -267,11 +268,11 @@ def calibrate(
     if not origins:  # nothing sampled, or every sampled file became unreadable since it was embedded
         return Calibration(threshold, chosen, fingerprint)
     sample = list(dict.fromkeys(key for key, _ in origins))
-    world = copies_world(neighbours, sample, origins, np.concatenate(vectors), keepers_first(stored))
-    threshold = world.best_threshold() if threshold is None else threshold
-    measured = world.measure(threshold)  # precision, recall, recall_by_kind
+    planted = copies_and_neighbours(neighbours, sample, origins, np.concatenate(vectors), keepers_first(stored))
+    threshold = planted.best_threshold() if threshold is None else threshold
+    measured = planted.measure(threshold)  # precision, recall, recall_by_kind
     separable = min(measured["precision"], measured["recall"]) >= SEPARATES
-    copy_scores, share, seconds = world.copy_scores.tolist(), world.duplicated_share, time.perf_counter() - started
+    copy_scores, share, seconds = planted.copy_scores.tolist(), planted.duplicated_share, time.perf_counter() - started
     calibration = Calibration(threshold, chosen, fingerprint, len(sample), copy_scores, **measured,
                               duplicated_share=share, separable=separable, seconds=seconds)  # fmt: skip
     save_result(cache, asdict(calibration))

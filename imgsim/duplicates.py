@@ -49,23 +49,23 @@ def duplicate_groups(keys: list[str], pairs, exact_groups: list[list[str]]) -> l
     """
     rank = {key: position for position, key in enumerate(keys)}
     present = [[key for key in group if key in rank] for group in exact_groups]
-    first_twin = {key: min(group, key=rank.get) for group in present if len(group) > 1 for key in group}
-    twins = defaultdict(list)
-    for key in sorted(first_twin, key=rank.get):
-        twins[first_twin[key]].append(key)
+    first_identical = {key: min(group, key=rank.get) for group in present if len(group) > 1 for key in group}
+    identical_files = defaultdict(list)
+    for key in sorted(first_identical, key=rank.get):
+        identical_files[first_identical[key]].append(key)
     paired = defaultdict(set)
     for a, b, _ in pairs:
-        a, b = first_twin.get(a, a), first_twin.get(b, b)
+        a, b = first_identical.get(a, a), first_identical.get(b, b)
         if a != b:
             paired[a].add(b)
             paired[b].add(a)
     grouped, groups = set(), []
-    for key in sorted(paired.keys() | twins.keys(), key=rank.get):
+    for key in sorted(paired.keys() | identical_files.keys(), key=rank.get):
         if key in grouped:
             continue
         members = [key, *sorted(paired[key] - grouped, key=rank.get)]
         grouped.update(members)
-        group = [twin for member in members for twin in twins.get(member, [member])]
+        group = [same for member in members for same in identical_files.get(member, [member])]
         if len(group) > 1:
             groups.append(group)
     return sorted(groups, key=lambda group: (-len(group), rank[group[0]]))

@@ -9,7 +9,7 @@ from conftest import calibrate_as_the_notebook_does, draw_picture, index_with_ra
 from PIL import Image, ImageDraw
 from qdrant_client import QdrantClient, models
 
-from imgsim.calibration import COPY_KINDS, CalibrationWorld, central_box, relatives_of
+from imgsim.calibration import COPY_KINDS, CopiesAndNeighbours, central_box, relatives_of
 from imgsim.files import find_images
 from imgsim.neighbours import open_neighbours
 from imgsim.report import remove_leftovers
@@ -163,7 +163,7 @@ def test_copies_already_in_the_collection_are_told_from_unrelated_images(stored_
 
     assert relatives == sorted((f"s{n}", f"w{n}") for n in range(stored_copies)), "never an unrelated u<n>"
     stored = sample + [f"{other}{n}" for n in range(10) for other in "wu"]
-    world = CalibrationWorld(sample, truth, kinds, links, copy_scores, stored)
+    world = CopiesAndNeighbours(sample, truth, kinds, links, copy_scores, stored)
     assert world.duplicated_share == stored_copies / 10
     at_crop_level = world.measure(0.895)
     assert at_crop_level["recall"] == 1.0

@@ -5,7 +5,7 @@ import pytest
 from conftest import output_text, save_picture
 from PIL import Image
 
-from imgsim.calibration import Calibration, CalibrationWorld, planted_pairs_found
+from imgsim.calibration import Calibration, CopiesAndNeighbours, planted_pairs_found
 from imgsim.duplicates import duplicate_groups, keepers_first, similar_pairs
 from imgsim.metrics import retrieval_metrics
 
@@ -107,11 +107,11 @@ def test_a_copy_grouped_with_its_originals_own_duplicates_counts_as_right():
     assert found == {"p/a1", "p/b1"}
 
 
-def hand_made_world() -> CalibrationWorld:
+def hand_made_world() -> CopiesAndNeighbours:
     """Sampled images a and b, copy a1 of a and b1 of b, and x, another stored image."""
     links = [("a1", "a", 0.95), ("b1", "b", 0.7), ("b", "x", 0.65), ("a1", "x", 0.5), ("a", "x", 0.3)]
     kinds = {"a1": "resized", "b1": "cropped"}
-    return CalibrationWorld(["a", "b"], {"a1": "a", "b1": "b"}, kinds, links, np.array([0.95, 0.7]), ["a", "b", "x"])
+    return CopiesAndNeighbours(["a", "b"], {"a1": "a", "b1": "b"}, kinds, links, np.array([0.95, 0.7]), ["a", "b", "x"])
 
 
 def test_precision_and_recall_of_the_copies_at_each_threshold():
@@ -133,7 +133,7 @@ def test_stored_images_as_close_as_the_copies_count_as_real_duplicates():
     links = [("a1", "a", 0.95), ("a2", "a", 0.9), ("a", "twin", 0.97), ("a1", "twin", 0.93), ("b1", "b", 0.92)]
     truth = {"a1": "a", "a2": "a", "b1": "b"}
     kinds, copy_scores = dict.fromkeys(truth, "resized"), np.array([0.95, 0.9, 0.92])
-    world = CalibrationWorld(["a", "b"], truth, kinds, links, copy_scores, ["a", "twin", "b"])
+    world = CopiesAndNeighbours(["a", "b"], truth, kinds, links, copy_scores, ["a", "twin", "b"])
 
     assert world.relatives == [("a", "twin")] and world.duplicated_share == 0.5
     assert world.measure(0.9) == {"precision": 1.0, "recall": 1.0, "recall_by_kind": {"resized": 1.0}}
