@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a clone: the package sits beside this folder
 
 from imgsim.duplicates import duplicate_groups  # noqa: E402
-from imgsim.embedding import embed_in_batches, read_in_batches, reads_while_computing  # noqa: E402
+from imgsim.embedding import default_workers, embed_in_batches, read_in_batches, reads_while_computing  # noqa: E402
 from imgsim.files import find_images, relative_key, spread_sample  # noqa: E402
 from imgsim.model import (  # noqa: E402
     COMPILE_PAYS_FROM,
@@ -509,7 +509,7 @@ def setup(description: str, levers: bool = False) -> tuple[argparse.Namespace, t
     parser.add_argument("--large-images", type=Path, help="folder of 12 MP photos (default: upscaled --images)")
     parser.add_argument("--model", default="resnet50", choices=RESNETS)
     parser.add_argument("--batch-size", type=int, help="default: the notebook's (8 on a CPU, 32 on a GPU)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="image reading threads")
+    parser.add_argument("--workers", type=int, default=default_workers(), help="image reading threads")
     if levers:
         parser.add_argument("--only-compiling", action="store_true", help="only compiling, bfloat16, the timed folder")
         parser.add_argument(

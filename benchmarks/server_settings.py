@@ -39,7 +39,6 @@ import hashlib
 import io
 import json
 import multiprocessing
-import os
 import shutil
 import tempfile
 import time
@@ -56,7 +55,7 @@ from qdrant_client import QdrantClient, models
 from run import DEFAULT_IMAGES, ROOT, describe_machine, log, machine_info, print_table, random_model, select_photos
 
 from imgsim.duplicates import similar_pairs
-from imgsim.embedding import embed_images
+from imgsim.embedding import default_workers, embed_images
 from imgsim.files import relative_key
 from imgsim.model import RESNETS, default_batch_size, pick_device
 from imgsim.neighbours import CANDIDATES, PAIR_NEIGHBOURS, QUERY_BATCH
@@ -684,7 +683,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results to this JSON file")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of photos")
     parser.add_argument("--model", default="resnet50", choices=RESNETS)
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="image reading threads")
+    parser.add_argument("--workers", type=int, default=default_workers(), help="image reading threads")
     args = parser.parse_args()
     device = pick_device("auto")
     args.batch_size = default_batch_size(device)

@@ -7,6 +7,7 @@ take turns, which measured faster (`benchmarks/run.py --levers`). The weights' n
 per batch on the model's device, then the model runs under `inference_mode` in `channels_last` layout.
 """
 
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from imgsim.reading import LoadedImage, decode_image, load_image, normalise_pixels
+
+
+def default_workers() -> int:
+    """Threads reading images when IMGSIM_WORKERS is auto: one per core, at most 8."""
+    return min(8, os.cpu_count() or 1)
 
 
 def read_in_batches(paths, load, batch_size: int, workers: int, overlap: bool):

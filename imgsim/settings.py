@@ -15,6 +15,7 @@ from typing import NoReturn
 import torch
 import torchvision
 
+from imgsim.embedding import default_workers
 from imgsim.files import is_inside
 from imgsim.model import COMPILE_CHOICES, RESNETS
 
@@ -199,7 +200,7 @@ def check_parameters(parameters: dict) -> Settings:
         weights=model_weights(value("WEIGHTS"), model),
         device=device_name(value("DEVICE")),
         batch_size=whole_number("BATCH_SIZE", value("BATCH_SIZE"), 1, unset="auto"),
-        workers=whole_number("WORKERS", value("WORKERS"), 1, unset="auto") or min(8, os.cpu_count() or 1),
+        workers=whole_number("WORKERS", value("WORKERS"), 1, unset="auto") or default_workers(),
         qdrant_path=path_given("QDRANT_PATH", value("QDRANT_PATH"), "a folder for local mode's storage"),
         qdrant_url=url,
         qdrant_api_key=text(value("QDRANT_API_KEY")) or None,
