@@ -5,8 +5,8 @@ Copies of a sample of the collection's own images, with the edits that make a ne
 practice (half the size, JPEG quality 40, 5 % trimmed off the edges), show where it lies:
 
 1. copies -> vectors: each copy is made and embedded in memory, like a file read from the folder;
-2. vectors -> links: each copy with its original; each sampled image and each copy with its nearest
-   stored images, and those with theirs (the groups they may join), from the analyses' neighbour source;
+2. vectors -> links: each copy with its original and its nearest stored images, and the collection's
+   own pairs from the analyses' neighbour source, down to the lowest threshold worth trying;
 3. links -> groups at each candidate threshold, formed by `duplicate_groups`, the rule that groups the
    collection: **recall** is the share of copies grouped with their original, **precision** the share
    of right pairs among the pairs that the collection's own groups form with a sampled image;
@@ -31,7 +31,6 @@ from imgsim.duplicates import duplicate_groups, keepers_first
 from imgsim.files import relative_key, spread_sample
 from imgsim.reading import LoadedImage, decode_image, open_image
 from imgsim.report import calibration_text, collection_fingerprint, load_saved, remove_leftovers, save_result
-from imgsim.scoring import top_columns
 
 
 def central_box(size: tuple[int, int], share: float) -> tuple[int, int, int, int]:
@@ -46,7 +45,7 @@ COPY_KINDS = {  # name: (edit, JPEG quality of the copy)
     "cropped": (lambda image: image.crop(central_box(image.size, 0.95)), 90),
 }
 SEPARATES = 0.9  # precision and recall on the planted copies both at least this: the threshold separates
-NEAREST_LOOKED_AT = 20  # stored images looked at around each sampled image and each copy
+NEAREST_LOOKED_AT = 20  # stored images looked at around each copy; a picture is rarely copied more often
 THRESHOLDS_TRIED = 100
 FEWEST_SAMPLED = 20  # images given copies, at least (or all of a smaller collection)
 SAMPLED_SHARE = 6  # at most one image in this many gets copies, so the copies cost about half the embedding
@@ -129,10 +128,10 @@ def relatives_of(truth, kinds, links, copy_scores) -> list[tuple[str, str]]:
 
 @dataclass
 class CopiesAndNeighbours:
-    """The sampled images, their copies, the stored images near them and those near these: the links that
-    can group them. `keepers_first` orders the stored images for `duplicate_groups`; a copy comes after
-    every stored image (it stands for a smaller or newer file), so it never changes their groups. A
-    sampled image and its relatives share a picture.
+    """The sampled images, their copies, and the links that can group them: the collection's own pairs,
+    and each copy's with its original and its nearest stored images. `keepers_first` orders the stored
+    images for `duplicate_groups`; a copy comes after every stored image (it stands for a smaller or newer
+    file), so it never changes their groups. A sampled image and its relatives share a picture.
     """
 
     sample: list[str]
@@ -141,6 +140,7 @@ class CopiesAndNeighbours:
     links: list[tuple[str, str, float]]  # (image or copy, image or copy, centred score)
     copy_scores: np.ndarray  # each copy with its original, in the order of `truth`
     keepers_first: list[str]
+    lowest: float | None = None  # the lowest threshold tried (None: the lowest copy score)
     relatives: list[tuple[str, str]] = field(init=False)
     pictures: dict[str, set] = field(init=False)
 
@@ -174,10 +174,11 @@ class CopiesAndNeighbours:
     def best_threshold(self) -> float:
         """The candidate where the smaller of precision and recall is largest; ties go to the middle of the run.
 
-        Candidates lie midway between the scores the links take, from just below the lowest copy score up.
+        Candidates lie midway between the scores the links take, from just below `lowest` up.
         """
+        lowest = self.copy_scores.min() if self.lowest is None else self.lowest
         scores = np.unique(np.concatenate([self.copy_scores, [score for _, _, score in self.links]]))
-        scores = scores[max(int(np.searchsorted(scores, self.copy_scores.min())) - 1, 0) :]
+        scores = scores[max(int(np.searchsorted(scores, lowest)) - 1, 0) :]
         midpoints = np.concatenate([scores[:1], (scores[:-1] + scores[1:]) / 2])
         candidates = np.unique(np.quantile(midpoints, np.linspace(0, 1, THRESHOLDS_TRIED), method="nearest"))
         quality = [round(min(m["precision"], m["recall"]), 6) for m in map(self.measure, candidates)]
@@ -186,29 +187,25 @@ class CopiesAndNeighbours:
 
 
 def copies_and_neighbours(neighbours, sample, origins, copy_vectors, keepers: list[str]) -> CopiesAndNeighbours:
-    """Score the copies with their originals, and link the sample and the copies to their nearest images.
+    """Score the copies with their originals and their nearest stored images, and take the collection's own
+    pairs (as the analyses will) down to the lowest threshold worth trying: the lowest copy score, or, if
+    higher, the score of a copy's NEAREST_LOOKED_AT-th nearest image (the median over the copies), below
+    which groups grow beyond what copies of one picture make.
 
     `origins` gives each copy's (original, kind), in the order of `copy_vectors`.
     """
     copies = [f"{kind} copy of {original}" for original, kind in origins]
     truth = {copy: original for copy, (original, _) in zip(copies, origins, strict=True)}
     kinds = {copy: kind for copy, (_, kind) in zip(copies, origins, strict=True)}
-    centred_copies = neighbours.centre(copy_vectors)
-    centred_sample, row_of = neighbours.centred_of(sample), {key: row for row, key in enumerate(sample)}
-    copy_scores = np.sum(centred_copies * centred_sample[[row_of[original] for original in truth.values()]], axis=1)
-    links = [(copy, truth[copy], float(score)) for copy, score in zip(copies, copy_scores, strict=True)]
-    around_sample = neighbours.nearest_to_stored(sample, NEAREST_LOOKED_AT)
-    links += [(key, other, score) for key, found in zip(sample, around_sample, strict=True) for other, score in found]
+    originals = neighbours.centred_of(list(truth.values()))
+    copy_scores = np.sum(neighbours.centre(copy_vectors) * originals, axis=1)
     around_copies = neighbours.nearest_to_vectors(copy_vectors, NEAREST_LOOKED_AT)
+    furthest_looked_at = np.median([found[-1][1] for found in around_copies if found])
+    lowest = max(float(copy_scores.min()), float(furthest_looked_at))
+    links, _ = neighbours.pairs_above(lowest)
+    links += [(copy, truth[copy], float(score)) for copy, score in zip(copies, copy_scores, strict=True)]
     links += [(copy, other, score) for copy, found in zip(copies, around_copies, strict=True) for other, score in found]
-    around = sorted({other for _, other, _ in links} - truth.keys() - set(sample))  # in whose groups they may be
-    found = neighbours.nearest_to_stored(around, NEAREST_LOOKED_AT)
-    links += [(key, other, score) for key, pairs in zip(around, found, strict=True) for other, score in pairs]
-    among_copies = centred_copies @ centred_copies.T
-    np.fill_diagonal(among_copies, -np.inf)
-    for row, columns in enumerate(top_columns(among_copies, NEAREST_LOOKED_AT)):
-        links += [(copies[row], copies[column], float(among_copies[row, column])) for column in columns]
-    return CopiesAndNeighbours(sample, truth, kinds, links, copy_scores, keepers)
+    return CopiesAndNeighbours(sample, truth, kinds, links, copy_scores, keepers, lowest)
 
 
 @dataclass
@@ -249,7 +246,7 @@ def calibrate(
     chosen = "auto" if threshold is None else "given"
     kinds = {kind: quality for kind, (_, quality) in COPY_KINDS.items()}
     recipe = [sample_size, FEWEST_SAMPLED, SAMPLED_SHARE, threshold, kinds]
-    recipe += [NEAREST_LOOKED_AT, neighbours.name, "star groups"]
+    recipe += [NEAREST_LOOKED_AT, neighbours.name, "star groups of the collection's own pairs"]
     fingerprint = collection_fingerprint(stored, recipe)
     cache = workdir / f"calibration-{collection}.json"
     if saved := load_saved(cache, fingerprint):
