@@ -41,14 +41,13 @@ def run_report(
     batch_size,
     timings,
     duplicates,
-    neighbours,
     metrics,
     query,
     figures,
 ) -> dict:
     """The report's content; `query` is (the query image's name, its hits), `duplicates` its section,
-    `neighbours` where the analyses' neighbours came from ("numpy" or "qdrant"), `ignored_extensions` how
-    many files of the image folder were left out for each extension that is not an image's."""
+    `ignored_extensions` how many files of the image folder were left out for each extension that is not an
+    image's. `neighbour_source` is the setting: where the analyses' neighbours came from ("numpy" or "qdrant")."""
     query_image, hits = query
     return {
         "image_dir": str(settings.image_dir.resolve()),
@@ -69,7 +68,7 @@ def run_report(
         "workers": settings.workers,
         "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
         "duplicates": duplicates,
-        "neighbours": neighbours,
+        "neighbour_source": settings.neighbour_source,
         "metrics": metrics,
         "query": {
             "image": query_image,
