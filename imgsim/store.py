@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from imgsim.files import label_of, relative_key
+from imgsim.files import is_inside, label_of, relative_key
 from imgsim.reading import LoadedImage, describe_failure
 
 # Settings for a Qdrant server (local mode accepts and ignores them; the notebook says why these numbers).
@@ -185,6 +185,10 @@ class FolderSync:
         present = {relative_key(path, self.folder) for path in everything}
         self.plan.stale = sorted(set(self.stored) - present)
         return self.plan
+
+    def key_of(self, path: Path) -> str | None:
+        """A file's key, its path relative to the folder; None for a file outside the folder (never stored)."""
+        return relative_key(path, self.folder) if is_inside(self.folder, path) else None
 
     def payload(self, image: LoadedImage) -> dict:
         """What a point stores besides its vector: where the file is, its label and size, and what made it."""
