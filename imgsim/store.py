@@ -165,7 +165,12 @@ class FolderSync:
     counts: dict[str, int] = field(init=False, default_factory=lambda: {"new": 0, "updated": 0, "embedded": 0})
 
     def __post_init__(self):
+        self.reread()
+
+    def reread(self) -> dict[str, dict]:
+        """What the collection stores now, by path: read again after points were deleted (here or elsewhere)."""
         self.stored = stored_files(self.client, self.collection)
+        return self.stored
 
     def make_plan(self, selected: list[Path], everything: list[Path]) -> SyncPlan:
         """Which selected files need embedding, which are unchanged, and which stored points are stale."""
@@ -226,5 +231,5 @@ class FolderSync:
             self.client.delete(
                 self.collection, points_selector=models.PointIdsList(points=[point_id(k) for k in to_remove])
             )
-        self.stored = stored_files(self.client, self.collection)
+        self.reread()
         return SyncResult({**self.counts, "unchanged": len(self.plan.unchanged), "removed": len(to_remove)}, skipped)

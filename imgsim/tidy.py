@@ -85,8 +85,8 @@ class TidyPlan:
     def __str__(self) -> str:
         freed = sum(member.bytes for member in self.removals)
         return (
-            f"{len(self.groups)} group(s): keep {len(self.groups)} image(s), remove {len(self.removals)}, "
-            f"which would free {freed / 1e6:.1f} MB ({freed} bytes)"
+            f"keeper: {KEEPER_RULE}\n{len(self.groups)} group(s): keep {len(self.groups)} image(s), "
+            f"remove {len(self.removals)}, which would free {freed / 1e6:.1f} MB ({freed} bytes)"
         )
 
     def report(self, table: Path, moves: "MoveResult | None") -> dict:

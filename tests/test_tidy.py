@@ -28,7 +28,7 @@ from PIL import Image
 from qdrant_client import QdrantClient
 
 from imgsim.calibration import central_box
-from imgsim.duplicates import duplicate_groups, keepers_first
+from imgsim.duplicates import KEEPER_RULE, duplicate_groups, keepers_first
 from imgsim.files import find_images, relative_key
 from imgsim.neighbours import ExactNeighbours
 from imgsim.panel import SearchPanel
@@ -132,6 +132,7 @@ def test_each_group_keeps_its_original_and_the_table_lists_every_member(tidied, 
     removed_bytes = sum(int(m["bytes"]) for m in members if m["action"] == "remove")
     assert f"remove {len(tidied.plan.removals)}, which would free" in str(tidied.plan)
     assert f"({removed_bytes} bytes)" in str(tidied.plan)
+    assert str(tidied.plan).startswith(f"keeper: {KEEPER_RULE}\n"), "the plan states the rule that chose its keepers"
 
 
 def test_the_keeper_rule_keeps_the_original_over_its_half_size_re_encoded_and_cropped_copies(tmp_path):
