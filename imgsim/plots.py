@@ -62,7 +62,7 @@ class Figures:
         self.save("model_input", plot_model_input(paths, preprocess, "what the model sees"))
 
     def results(self, name: str, rows, **save) -> None:
-        """Query results, one row per query given as (query path, title, hits); `save` goes to `save`."""
+        """Query results, one row per query given as (query path, title, hits); `save`'s options go to `save`."""
         self.save(name, plot_result_rows(rows, self.image_dir, self.caption), **save)
 
     def duplicate_scores(self, nearest, calibration) -> None:
