@@ -52,7 +52,7 @@ from imgsim.model import (  # noqa: E402
     feature_extractor,
     pick_device,
 )
-from imgsim.neighbours import PAIR_NEIGHBOURS, ExactNeighbours, QdrantNeighbours  # noqa: E402
+from imgsim.neighbours import NEAREST_LOOKED_AT_FOR_PAIRS, ExactNeighbours, QdrantNeighbours  # noqa: E402
 from imgsim.reading import load_image  # noqa: E402
 from imgsim.store import image_points  # noqa: E402
 
@@ -323,7 +323,7 @@ def duplicate_scans(client, timed_queries: int | None) -> dict:
     asked = QdrantNeighbours(client, "benchmark")
     if timed_queries and timed_queries < len(asked.keys):
         started_asking = time.perf_counter()
-        asked.nearest_to_stored(asked.keys[:timed_queries], PAIR_NEIGHBOURS)
+        asked.nearest_to_stored(asked.keys[:timed_queries], NEAREST_LOOKED_AT_FOR_PAIRS)
         qdrant_s = (time.perf_counter() - started_asking) * len(asked.keys) / timed_queries + started_asking - scanned
     else:
         duplicate_groups(asked.keys, asked.pairs_above(0.9)[0], [])

@@ -58,7 +58,7 @@ from imgsim.duplicates import similar_pairs
 from imgsim.embedding import default_workers, embed_images
 from imgsim.files import relative_key
 from imgsim.model import RESNETS, default_batch_size, pick_device
-from imgsim.neighbours import CANDIDATES, PAIR_NEIGHBOURS, QUERY_BATCH
+from imgsim.neighbours import CANDIDATES, NEAREST_LOOKED_AT_FOR_PAIRS, QUERY_BATCH
 from imgsim.reading import LoadedImage, decode_image, load_image, normalise_pixels, open_image
 from imgsim.scoring import centre, score_blocks, top_columns
 from imgsim.store import INT8_QUANTIZATION, INT8_SEARCH, SERVER_COLLECTION, SERVER_UPLOAD, image_points
@@ -411,25 +411,25 @@ def disk_bytes(path: Path) -> int:
 
 
 def exact_links(centred: np.ndarray) -> dict[tuple[int, int], float]:
-    """Each image's PAIR_NEIGHBOURS nearest others by centred score, as the exact path sees them."""
+    """Each image's NEAREST_LOOKED_AT_FOR_PAIRS nearest others by centred score, as the exact path sees them."""
     links = {}
     for rows, scores in score_blocks(centred, block_rows=512):
-        for row, columns in zip(rows, top_columns(scores, PAIR_NEIGHBOURS), strict=True):
+        for row, columns in zip(rows, top_columns(scores, NEAREST_LOOKED_AT_FOR_PAIRS), strict=True):
             links |= {tuple(sorted((int(row), int(col)))): float(scores[row - rows[0], col]) for col in columns}
     return links
 
 
 def engine_links(shard, params, vectors: np.ndarray, centred: np.ndarray) -> tuple[dict, float]:
-    """The `qdrant` neighbour source's method: the engine's PAIR_NEIGHBOURS x CANDIDATES candidates per image,
-    re-scored centred, the best PAIR_NEIGHBOURS kept. The candidates' vectors are the stored float32 ones
-    (checked in `run`), so they are taken from `vectors` rather than sent back by the engine."""
+    """The `qdrant` neighbour source's method: the engine's NEAREST_LOOKED_AT_FOR_PAIRS x CANDIDATES candidates per
+    image, re-scored centred, the best NEAREST_LOOKED_AT_FOR_PAIRS kept. The candidates' vectors are the stored
+    float32 ones (checked in `run`), so they are taken from `vectors` rather than sent back by the engine."""
     started, links = time.perf_counter(), {}
     rows = np.arange(len(vectors))
-    answers = engine_answers(shard, vectors, params, PAIR_NEIGHBOURS * CANDIDATES, leave_out=rows)
+    answers = engine_answers(shard, vectors, params, NEAREST_LOOKED_AT_FOR_PAIRS * CANDIDATES, leave_out=rows)
     for row, found in zip(rows, answers, strict=True):
         ids = np.array([other for other, _ in found], dtype=int)
         scores = centred[ids] @ centred[row]
-        for i in np.argsort(-scores)[:PAIR_NEIGHBOURS]:
+        for i in np.argsort(-scores)[:NEAREST_LOOKED_AT_FOR_PAIRS]:
             links[tuple(sorted((int(row), int(ids[i]))))] = float(scores[i])
     return links, time.perf_counter() - started
 

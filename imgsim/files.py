@@ -79,6 +79,13 @@ def describe_ignored(ignored: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
+def describe_images(folder: Path, found: list[Path], selected: list[Path], ignored: dict[str, int]) -> str:
+    """How many images were found and selected, the selected ones' labels, and what was left out (if anything)."""
+    labels = sorted({str(label_of(relative_key(path, folder))) for path in selected})
+    said = f"{len(found)} images found, {len(selected)} selected, labels: {labels}"
+    return "\n".join([said, describe_ignored(ignored)] if ignored else [said])
+
+
 def relative_key(path: Path, folder: Path) -> str:
     """The image's path relative to the image folder, with forward slashes: its stable name."""
     return path.relative_to(folder).as_posix()

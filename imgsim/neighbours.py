@@ -27,7 +27,7 @@ from imgsim.store import all_points, fetch_vectors, point_id
 
 QUERY_BATCH = 64  # queries per query_batch_points call
 CANDIDATES = 3  # Qdrant is asked for this many times the neighbours needed, then they are re-scored centred
-PAIR_NEIGHBOURS = 10  # neighbours looked at around each image for near-duplicate pairs
+NEAREST_LOOKED_AT_FOR_PAIRS = 10  # stored images looked at around each image for near-duplicate pairs
 METRIC_QUERIES = 2_000  # images that query for the metrics, at most
 MAP_SAMPLE = 5_000  # images on the map, at most
 
@@ -154,7 +154,8 @@ class QdrantNeighbours(NeighbourSource):
         for page in batched(points, QUERY_BATCH * 4):
             keys = [point.payload["path"] for point in page]
             centred = self.centre(np.asarray([point.vector for point in page], dtype=np.float32))
-            for key, found in zip(keys, self.ask([point.id for point in page], centred, PAIR_NEIGHBOURS), strict=True):
+            found_per_key = self.ask([point.id for point in page], centred, NEAREST_LOOKED_AT_FOR_PAIRS)
+            for key, found in zip(keys, found_per_key, strict=True):
                 nearest[key] = found[0][1] if found else -np.inf
                 for other, score in found:
                     if threshold is not None and score >= threshold:

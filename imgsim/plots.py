@@ -1,8 +1,9 @@
 """The pictures: query results, galleries, score histograms, duplicate groups, metrics and the PCA map.
 
 Every figure is titled with the model and weights that made it, and with random weights it says that
-its scores and rankings are not semantic. `Figures` saves each one under the report's folder and shows it
-in the notebook at screen size: a JPEG when it holds photos, so that the executed notebook stays light.
+its scores and rankings are not semantic. `Figures` draws each picture the notebook shows (one method per
+picture, named as its file), saves it under the report's folder and shows it in the notebook at screen
+size: a JPEG when it holds photos, so that the executed notebook stays light.
 """
 
 import io
@@ -15,6 +16,7 @@ from IPython.display import Image, display
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from torchvision.transforms import functional as TF
 
+from imgsim.ideas import plot_graph_search, plot_similarity
 from imgsim.reading import load_image, thumbnail
 
 SCREEN_WIDTH = 1200  # pixels: about the widest a notebook shows a picture without scaling it down
@@ -32,10 +34,12 @@ def on_screen(fig) -> Image:
 
 
 class Figures:
-    """Saves figures as PNG files in `folder` and shows them in a notebook; `saved` maps each name to its file."""
+    """Draws the notebook's pictures, saves them as PNG files in `folder` and shows them in a notebook; `saved`
+    maps each name to its file. Stored images are read from `image_dir`; `caption` (the model and weights, set
+    once they are known) titles every picture of results."""
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, image_dir: Path):
+        self.folder, self.image_dir, self.caption = folder, image_dir, ""
         self.folder.mkdir(parents=True, exist_ok=True)
         self.saved: dict[str, Path] = {}
 
@@ -47,6 +51,32 @@ class Figures:
         if get_ipython() is not None:  # in a notebook
             display(on_screen(fig))
         plt.close(fig)
+
+    def similarity(self, dimensions: int) -> None:
+        self.save("similarity", plot_similarity(dimensions=dimensions))
+
+    def graph_search(self, points: int, links: int, ef: int) -> None:
+        self.save("graph_search", plot_graph_search(points, links, ef))
+
+    def model_input(self, paths: list[Path], preprocess) -> None:
+        self.save("model_input", plot_model_input(paths, preprocess, "what the model sees"))
+
+    def results(self, name: str, rows, **save) -> None:
+        """Query results, one row per query given as (query path, title, hits); `save`'s options go to `save`."""
+        self.save(name, plot_result_rows(rows, self.image_dir, self.caption), **save)
+
+    def duplicate_scores(self, nearest, calibration) -> None:
+        self.save("duplicate_scores", plot_score_histogram(nearest, calibration, self.caption), dpi=90)
+
+    def duplicate_groups(self, groups: list[list[str]], centred_of) -> None:
+        """The first groups, each keeper first, titled KEEP and the others remove."""
+        self.save("duplicate_groups", plot_groups(groups, self.image_dir, centred_of, self.caption, keeper_first=True))
+
+    def metrics(self, metrics: dict) -> None:
+        self.save("metrics", plot_metrics(metrics, self.caption), dpi=90)
+
+    def embedding_map(self, coordinates, keys: list[str], labels) -> None:
+        self.save("embedding_map", plot_embedding_map(coordinates, keys, labels, self.image_dir, self.caption))
 
 
 def weights_caption(model_name: str, weights_id: str) -> str:

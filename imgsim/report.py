@@ -40,15 +40,17 @@ def run_report(
     device,
     batch_size,
     timings,
-    duplicates,
-    neighbours,
+    calibration,
+    groups,
+    tidy,
     metrics,
     query,
     figures,
 ) -> dict:
-    """The report's content; `query` is (the query image's name, its hits), `duplicates` its section,
-    `neighbours` where the analyses' neighbours came from ("numpy" or "qdrant"), `ignored_extensions` how
-    many files of the image folder were left out for each extension that is not an image's."""
+    """The report's content. `query` is (the query image's name, its hits); `calibration`, the duplicate
+    `groups` and `tidy` (its section) make the `duplicates` section; `ignored_extensions` says how many files
+    of the image folder were left out for each extension that is not an image's. `neighbour_source` is the
+    setting's: where the analyses' neighbours came from ("numpy" or "qdrant")."""
     query_image, hits = query
     return {
         "image_dir": str(settings.image_dir.resolve()),
@@ -68,8 +70,8 @@ def run_report(
         "batch_size": batch_size,
         "workers": settings.workers,
         "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
-        "duplicates": duplicates,
-        "neighbours": neighbours,
+        "duplicates": duplicates_report(calibration, groups) | {"tidy": tidy},
+        "neighbour_source": settings.neighbour_source,
         "metrics": metrics,
         "query": {
             "image": query_image,

@@ -42,7 +42,7 @@ class Settings:
     report: Path
     duplicate_threshold: float | None  # None: calibrated on planted copies
     plant_duplicates: int
-    neighbours: str  # "numpy" or "qdrant"
+    neighbour_source: str  # "numpy" or "qdrant": where the analyses' neighbours come from
     move_duplicates_to: Path | None  # None: nothing moves
     compile: str  # auto (compile when the images to embed repay it), on or off
 
@@ -210,7 +210,7 @@ def check_parameters(parameters: dict) -> Settings:
         report=path_given("REPORT", value("REPORT"), "the path of the run report (a .json file)"),
         duplicate_threshold=threshold,
         plant_duplicates=planted_images(value("PLANT_DUPLICATES"), threshold),
-        neighbours=neighbour_source(value("NEIGHBOURS"), url),
+        neighbour_source=neighbour_source(value("NEIGHBOUR_SOURCE"), url),
         move_duplicates_to=quarantine(value("MOVE_DUPLICATES_TO"), image_dir),
         compile=one_of("COMPILE", value("COMPILE"), COMPILE_CHOICES),
     )
@@ -218,7 +218,7 @@ def check_parameters(parameters: dict) -> Settings:
 
 def neighbour_source(value, url: str | None) -> str:
     """Where the analyses' neighbours come from; auto: numpy in local mode, qdrant on a server."""
-    choice = one_of("NEIGHBOURS", value, ("auto", "numpy", "qdrant"))
+    choice = one_of("NEIGHBOUR_SOURCE", value, ("auto", "numpy", "qdrant"))
     return ("qdrant" if url else "numpy") if choice == "auto" else choice
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from imgsim.files import label_of, relative_key
+from imgsim.files import is_inside, label_of, relative_key
 from imgsim.reading import LoadedImage, describe_failure
 
 # Settings for a Qdrant server (local mode accepts and ignores them; the notebook says why these numbers).
@@ -165,7 +165,12 @@ class FolderSync:
     counts: dict[str, int] = field(init=False, default_factory=lambda: {"new": 0, "updated": 0, "embedded": 0})
 
     def __post_init__(self):
+        self.reread()
+
+    def reread(self) -> dict[str, dict]:
+        """What the collection stores now, by path: read again after points were deleted (here or elsewhere)."""
         self.stored = stored_files(self.client, self.collection)
+        return self.stored
 
     def make_plan(self, selected: list[Path], everything: list[Path]) -> SyncPlan:
         """Which selected files need embedding, which are unchanged, and which stored points are stale."""
@@ -185,6 +190,10 @@ class FolderSync:
         present = {relative_key(path, self.folder) for path in everything}
         self.plan.stale = sorted(set(self.stored) - present)
         return self.plan
+
+    def key_of(self, path: Path) -> str | None:
+        """A file's key, its path relative to the folder; None for a file outside the folder (never stored)."""
+        return relative_key(path, self.folder) if is_inside(self.folder, path) else None
 
     def payload(self, image: LoadedImage) -> dict:
         """What a point stores besides its vector: where the file is, its label and size, and what made it."""
@@ -222,5 +231,5 @@ class FolderSync:
             self.client.delete(
                 self.collection, points_selector=models.PointIdsList(points=[point_id(k) for k in to_remove])
             )
-        self.stored = stored_files(self.client, self.collection)
+        self.reread()
         return SyncResult({**self.counts, "unchanged": len(self.plan.unchanged), "removed": len(to_remove)}, skipped)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from imgsim.duplicates import KEEPER_RULE, keeper_order
+from imgsim.duplicates import KEEPER_RULE
 from imgsim.scoring import centre
 
 RECORD = "imgsim-moves.jsonl"  # one line per moved file, in the folder the files were moved to
@@ -85,8 +85,8 @@ class TidyPlan:
     def __str__(self) -> str:
         freed = sum(member.bytes for member in self.removals)
         return (
-            f"{len(self.groups)} group(s): keep {len(self.groups)} image(s), remove {len(self.removals)}, "
-            f"which would free {freed / 1e6:.1f} MB ({freed} bytes)"
+            f"keeper: {KEEPER_RULE}\n{len(self.groups)} group(s): keep {len(self.groups)} image(s), "
+            f"remove {len(self.removals)}, which would free {freed / 1e6:.1f} MB ({freed} bytes)"
         )
 
     def report(self, table: Path, moves: "MoveResult | None") -> dict:
@@ -105,15 +105,16 @@ class TidyPlan:
 
 
 def plan_tidy(groups: list[list[str]], stored: dict[str, dict], centred_of) -> TidyPlan:
-    """A keeper for each group by KEEPER_RULE, the others marked remove, each scored with its keeper.
+    """Each group's first image kept, the others marked remove, each scored with the one kept.
 
-    `stored` holds each image's payload (width, height, size, mtime_ns); `centred_of(keys)` their centred vectors.
+    `groups` come as `duplicate_groups` makes them from `keepers_first`: each group's keeper by KEEPER_RULE
+    first. `stored` holds each image's payload (width, height, size, mtime_ns); `centred_of(keys)` their
+    centred vectors.
     """
     members = []
     for number, group in enumerate(groups, 1):
-        ordered = sorted(group, key=lambda key: keeper_order(key, stored[key]))
-        scores = centred_of(ordered) @ centred_of(ordered[:1])[0]
-        for position, (key, score) in enumerate(zip(ordered, scores, strict=True)):
+        scores = centred_of(group) @ centred_of(group[:1])[0]
+        for position, (key, score) in enumerate(zip(group, scores, strict=True)):
             payload = stored[key]
             action = "keep" if position == 0 else "remove"
             size = (payload["width"], payload["height"], payload["size"], payload["mtime_ns"])

@@ -165,11 +165,11 @@ def test_with_no_threshold_set_copies_are_grouped_with_their_originals(tmp_path,
     (folder / "copies").mkdir(parents=True)
     truth = make_folder_with_copies(folder)
     (folder / "warm" / "same bytes.jpg").write_bytes((folder / "cool" / "shot 4.jpg").read_bytes())
-    notebook.set(IMAGE_DIR=str(folder), MODEL=model, NEIGHBOURS=neighbours, TOP_K="3")
+    notebook.set(IMAGE_DIR=str(folder), MODEL=model, NEIGHBOUR_SOURCE=neighbours, TOP_K="3")
 
     report = notebook.run_ok()
 
-    assert report["neighbours"] == neighbours
+    assert report["neighbour_source"] == neighbours
     calibration = report["duplicates"]["calibration"]
     assert calibration["chosen"] == "auto" and calibration["separable"] is True
     assert report["duplicates"]["threshold"] == calibration["threshold"]

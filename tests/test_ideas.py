@@ -85,8 +85,8 @@ def test_the_walk_follows_links_from_the_entry_point_down_the_layers():
 
 
 def test_the_ideas_pictures_are_saved_as_files(tmp_path):
-    figures = Figures(tmp_path)
-    figures.save("similarity", plot_similarity())
-    figures.save("graph_search", plot_graph_search())
+    figures = Figures(tmp_path, image_dir=tmp_path)
+    figures.similarity(dimensions=2048)
+    figures.graph_search(points=300, links=6, ef=4)
     assert figures.saved == {"similarity": tmp_path / "similarity.png", "graph_search": tmp_path / "graph_search.png"}
     assert all(path.stat().st_size > 10_000 for path in figures.saved.values())

@@ -11,6 +11,9 @@ import nbformat
 import pytest
 from conftest import NOTEBOOK, ROOT, save_picture
 from nbclient import NotebookClient
+from qdrant_client import QdrantClient, models
+
+from imgsim.store import FolderSync
 
 
 def make_folder(folder: Path, count: int) -> None:
@@ -25,6 +28,14 @@ def folder_keys(folder: Path) -> list[str]:
 def counts(report: dict) -> dict:
     names = ("embedded", "new", "updated", "unchanged", "removed", "points_in_collection")
     return {name: report[name] for name in names}
+
+
+def test_a_file_is_keyed_by_its_path_in_the_folder_and_a_file_outside_it_has_no_key(tmp_path):
+    client = QdrantClient(":memory:")
+    client.create_collection("images", vectors_config=models.VectorParams(size=2, distance=models.Distance.DOT))
+    sync = FolderSync(client, "images", tmp_path / "images", "resnet18/none")
+    assert sync.key_of(tmp_path / "images" / "cats" / "a.jpg") == "cats/a.jpg"
+    assert sync.key_of(tmp_path / "a query from elsewhere.jpg") is None, "a query image outside IMAGE_DIR"
 
 
 def test_rerun_scenarios_keep_the_collection_an_exact_mirror(tmp_path, notebook):

@@ -5,7 +5,7 @@ from conftest import index_with_random_weights, save_picture
 from PIL import Image
 from qdrant_client import QdrantClient
 
-from imgsim.files import describe_ignored, images_to_index, scan_folder
+from imgsim.files import describe_ignored, describe_images, images_to_index, scan_folder
 from imgsim.store import point_id
 
 # A half-size copy of each drawn JPEG, saved as a phone would: (copy, original, Pillow format).
@@ -72,3 +72,17 @@ def test_other_files_are_counted_per_extension_and_hidden_ones_are_not(tmp_path)
     assert "The .cr2 files are camera RAW" in said and "darktable" in said
     assert "camera RAW" not in describe_ignored({".mov": 1}) and describe_ignored({}) == ""
     assert scan_folder(tmp_path / "trip") == (found, ignored)
+    assert (
+        describe_images(tmp_path / "trip", found, selected, ignored)
+        == f"3 images found, 3 selected, labels: ['None']\n{said}"
+    )
+
+
+def test_the_selection_is_described_with_its_labels_and_nothing_more_when_nothing_was_left_out(tmp_path):
+    for seed, label in enumerate(["cats", "dogs", "dogs", "owls"]):
+        save_picture(tmp_path / "pets" / label / f"picture_{seed}.jpg", seed)
+    found, selected, ignored = images_to_index(tmp_path / "pets", limit=2)
+    assert (
+        describe_images(tmp_path / "pets", found, selected, ignored)
+        == "4 images found, 2 selected, labels: ['cats', 'dogs']"
+    )

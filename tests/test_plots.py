@@ -12,7 +12,7 @@ from imgsim.plots import SCREEN_WIDTH, Figures, on_screen, plot_thumbnail_rows
 
 
 def test_a_figure_is_saved_at_the_resolution_asked_for(tmp_path):
-    figures = Figures(tmp_path / "figures")
+    figures = Figures(tmp_path / "figures", image_dir=tmp_path)
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.plot([0, 1], [1, 0])
     figures.save("chart", fig, dpi=90)

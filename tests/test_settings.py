@@ -66,7 +66,7 @@ GIVEN = DEFAULTS | {"WEIGHTS": "none", "DUPLICATE_THRESHOLD": "0.9", "PLANT_DUPL
         ("COLLECTION", "a/b", "without '/'"),
         ("QDRANT_URL", "localhost:6333", "http://"),
         ("QUERY_IMAGE", "/no/such/image.jpg", "an image file that exists"),
-        ("NEIGHBOURS", "faiss", "auto, numpy, qdrant"),
+        ("NEIGHBOUR_SOURCE", "faiss", "auto, numpy, qdrant"),
         # empty where the cell gives no meaning to empty: nothing is filled in
         ("IMAGE_DIR", "", "the folder of images to index"),
         ("QDRANT_PATH", "", "a folder for local mode's storage"),
@@ -78,7 +78,7 @@ GIVEN = DEFAULTS | {"WEIGHTS": "none", "DUPLICATE_THRESHOLD": "0.9", "PLANT_DUPL
         ("WEIGHTS", "", "IMAGENET1K_V2"),
         ("DEVICE", "", "auto, cpu, cuda"),
         ("DUPLICATE_THRESHOLD", "", "auto, or a number"),
-        ("NEIGHBOURS", "", "auto, numpy, qdrant"),
+        ("NEIGHBOUR_SOURCE", "", "auto, numpy, qdrant"),
         ("COMPILE", "", "auto, on, off"),
     ],
 )
@@ -106,11 +106,11 @@ def test_the_compile_setting_is_auto_on_or_off_and_a_wrong_value_names_the_varia
         check_parameters(parameters | {"COMPILE": "yes"})
 
 
-def test_neighbours_auto_means_numpy_in_local_mode_and_qdrant_on_a_server():
+def test_neighbour_source_auto_means_numpy_in_local_mode_and_qdrant_on_a_server():
     parameters = DEFAULTS | {"MODEL": "resnet18", "WEIGHTS": "none", "PLANT_DUPLICATES": "9"}
-    assert check_parameters(parameters).neighbours == "numpy"
-    assert check_parameters(parameters | {"QDRANT_URL": "http://qdrant:6333"}).neighbours == "qdrant"
-    assert check_parameters(parameters | {"NEIGHBOURS": "qdrant"}).neighbours == "qdrant"
+    assert check_parameters(parameters).neighbour_source == "numpy"
+    assert check_parameters(parameters | {"QDRANT_URL": "http://qdrant:6333"}).neighbour_source == "qdrant"
+    assert check_parameters(parameters | {"NEIGHBOUR_SOURCE": "qdrant"}).neighbour_source == "qdrant"
 
 
 def test_calibrating_needs_planted_copies():

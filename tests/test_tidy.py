@@ -9,6 +9,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
+from itertools import combinations
 from types import SimpleNamespace
 
 import numpy as np
@@ -27,6 +28,7 @@ from PIL import Image
 from qdrant_client import QdrantClient
 
 from imgsim.calibration import central_box
+from imgsim.duplicates import KEEPER_RULE, duplicate_groups, keepers_first
 from imgsim.files import find_images, relative_key
 from imgsim.neighbours import ExactNeighbours
 from imgsim.panel import SearchPanel
@@ -62,6 +64,12 @@ def make_folder_with_planted_copies(folder) -> dict[str, str]:
     for seed in COPIED:
         truth |= plant_copies(folder, f"{'warm' if seed % 2 else 'cool'}/shot {seed}.jpg", seed)
     return truth
+
+
+def one_group(payloads: dict[str, dict]) -> list[list[str]]:
+    """The images as one group of near-duplicates, made as the notebook makes groups (the keeper first)."""
+    keys = keepers_first(payloads)
+    return duplicate_groups(keys, [(a, b, 1.0) for a, b in combinations(keys, 2)], exact_groups=[])
 
 
 def checksums(folder) -> dict[str, str]:
@@ -124,6 +132,7 @@ def test_each_group_keeps_its_original_and_the_table_lists_every_member(tidied, 
     removed_bytes = sum(int(m["bytes"]) for m in members if m["action"] == "remove")
     assert f"remove {len(tidied.plan.removals)}, which would free" in str(tidied.plan)
     assert f"({removed_bytes} bytes)" in str(tidied.plan)
+    assert str(tidied.plan).startswith(f"keeper: {KEEPER_RULE}\n"), "the plan states the rule that chose its keepers"
 
 
 def test_the_keeper_rule_keeps_the_original_over_its_half_size_re_encoded_and_cropped_copies(tmp_path):
@@ -141,7 +150,7 @@ def test_the_keeper_rule_keeps_the_original_over_its_half_size_re_encoded_and_cr
         }
     vectors = dict(zip(group, np.eye(len(group)), strict=True))
 
-    plan = plan_tidy([group], payloads, lambda keys: np.array([vectors[key] for key in keys]))
+    plan = plan_tidy(one_group(payloads), payloads, lambda keys: np.array([vectors[key] for key in keys]))
 
     assert plan.groups == [
         ["album/original.jpg", "copies/reencoded 7.jpg", "copies/cropped 7.jpg", "copies/half 7.jpg"]
@@ -158,7 +167,7 @@ def test_ties_go_to_the_larger_then_the_older_file_then_the_shorter_path():
         "a/newer.jpg": same | {"size": 5, "mtime_ns": 2},
         "a/larger.jpg": same | {"size": 6, "mtime_ns": 3},
     }
-    plan = plan_tidy([sorted(payloads)], payloads, lambda keys: np.ones((len(keys), 2)) / np.sqrt(2))
+    plan = plan_tidy(one_group(payloads), payloads, lambda keys: np.ones((len(keys), 2)) / np.sqrt(2))
     assert plan.groups == [["a/larger.jpg", "b/short.jpg", "b/long name.jpg", "a/newer.jpg"]]
 
 
