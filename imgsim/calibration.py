@@ -174,13 +174,16 @@ class CopiesAndNeighbours:
     def best_threshold(self) -> float:
         """The candidate where the smaller of precision and recall is largest; ties go to the middle of the run.
 
-        Candidates lie midway between the scores the links take, from just below `lowest` up.
+        Candidates lie at THRESHOLDS_TRIED levels of recall: each just below a copy score (at or above
+        `lowest`), midway to the next lower score a link takes.
         """
         lowest = self.copy_scores.min() if self.lowest is None else self.lowest
         scores = np.unique(np.concatenate([self.copy_scores, [score for _, _, score in self.links]]))
-        scores = scores[max(int(np.searchsorted(scores, lowest)) - 1, 0) :]
         midpoints = np.concatenate([scores[:1], (scores[:-1] + scores[1:]) / 2])
-        candidates = np.unique(np.quantile(midpoints, np.linspace(0, 1, THRESHOLDS_TRIED), method="nearest"))
+        reachable = self.copy_scores[self.copy_scores >= lowest]
+        levels = np.quantile(reachable if len(reachable) else self.copy_scores.max(keepdims=True),
+                             np.linspace(0, 1, THRESHOLDS_TRIED), method="nearest")  # fmt: skip
+        candidates = np.unique(np.maximum(midpoints[np.searchsorted(scores, levels)], lowest))
         quality = [round(min(m["precision"], m["recall"]), 6) for m in map(self.measure, candidates)]
         best = [t for t, q in zip(candidates, quality, strict=True) if q == max(quality)]
         return float(best[len(best) // 2])
