@@ -73,29 +73,6 @@ def make_copies(path: Path, preprocess) -> list[LoadedImage]:
     return copies
 
 
-def planted_pairs_found(groups, truth: dict[str, str], pictures: dict[str, set] | None = None, counted=None):
-    """Precision over grouped pairs that involve a `counted` image (the copies by default), and the copies
-    grouped with their original. `truth` maps each copy to its original; a pair is right when the two
-    share a picture: `pictures` gives an image's pictures (its own name when not given), a copy has its
-    original's."""
-    pictures, counted = pictures or {}, truth.keys() if counted is None else counted
-
-    def pictures_of(key: str) -> set:
-        original = truth.get(key, key)
-        return pictures.get(original, {original})
-
-    pairs = right = 0
-    found = set()
-    for group in groups:
-        found |= {key for key in group if truth.get(key) in group}
-        for n, a in enumerate(group):
-            for b in group[n + 1 :]:
-                if a in counted or b in counted:
-                    pairs += 1
-                    right += bool(pictures_of(a) & pictures_of(b))
-    return (right / pairs if pairs else 1.0), found
-
-
 def relatives_of(truth, kinds, links, copy_scores) -> list[tuple[str, str]]:
     """(sampled image, stored image) pairs where the stored image may be a copy of the same picture.
 
@@ -159,14 +136,20 @@ class CopiesAndNeighbours:
         """Precision and recall (overall and by kind) at `threshold`."""
         pairs = [link for link in self.links if link[2] >= threshold]
         groups = duplicate_groups(self.keepers_first + list(self.truth), pairs, [])
-        _, found = planted_pairs_found(groups, self.truth)
-        stored_groups = [
-            [key for key in group if key not in self.truth] for group in groups if group[0] not in self.truth
+        group_of = {key: number for number, group in enumerate(groups) for key in group}
+        found = {copy for copy, original in self.truth.items() if group_of.get(copy, -1) == group_of.get(original)}
+        sample, copies = set(self.sample), self.truth.keys()
+        counted = [
+            (a, b)
+            for group in groups
+            for n, a in enumerate(group)
+            for b in group[n + 1 :]
+            if (a in sample or b in sample) and a not in copies and b not in copies
         ]
-        precision, _ = planted_pairs_found(stored_groups, {}, self.pictures, set(self.sample))
+        right = sum(bool(self.pictures.get(a, {a}) & self.pictures.get(b, {b})) for a, b in counted)
         by_kind = {kind: [copy in found for copy, k in self.kinds.items() if k == kind] for kind in COPY_KINDS}
         return {
-            "precision": precision,
+            "precision": right / len(counted) if counted else 1.0,
             "recall": len(found) / len(self.truth),
             "recall_by_kind": {kind: float(np.mean(hits)) for kind, hits in by_kind.items() if hits},
         }

@@ -5,7 +5,7 @@ import pytest
 from conftest import output_text, save_picture
 from PIL import Image
 
-from imgsim.calibration import Calibration, CopiesAndNeighbours, planted_pairs_found
+from imgsim.calibration import Calibration, CopiesAndNeighbours
 from imgsim.duplicates import duplicate_groups, keepers_first, similar_pairs
 from imgsim.metrics import retrieval_metrics
 
@@ -85,26 +85,29 @@ def test_the_keeper_is_the_image_tidy_keeps():
     assert keepers_first(stored) == ["big, older, longer name.jpg", "big, newer.jpg", "small.jpg"]
 
 
-def test_planted_precision_and_recall_count_pairs_against_the_truth():
+def test_copies_are_found_in_their_originals_group_and_precision_counts_only_stored_pairs():
     truth = {"p/a1": "a", "p/a2": "a", "p/b1": "b", "p/c1": "c"}
-    groups = [["a", "p/a1", "p/a2"], ["b", "p/b1", "x"], ["p/c1", "y"]]
+    links = [("p/a1", "a", 0.95), ("p/a2", "a", 0.93), ("p/b1", "b", 0.92), ("b", "x", 0.91), ("p/c1", "y", 0.94)]
+    kinds, copy_scores = dict.fromkeys(truth, "resized"), np.array([0.95, 0.93, 0.92, 0.5])
+    world = CopiesAndNeighbours(["a", "b", "c"], truth, kinds, links, copy_scores, ["a", "b", "c", "x", "y"])
 
-    precision, found = planted_pairs_found(groups, truth)
+    measured = world.measure(0.9)
 
-    # Pairs with a copy: (a,a1) (a,a2) (a1,a2) right; (b,b1) right, (b1,x) wrong; (c1,y) wrong.
-    assert precision == pytest.approx(4 / 6)
-    assert found == {"p/a1", "p/a2", "p/b1"}
+    # Groups [a, a1, a2], [b, b1, x], [y, c1]: c1 is not with c. The pairs with a copy are not counted;
+    # of the stored images' pairs with a sampled image, (b, x) is wrong.
+    assert measured["recall"] == pytest.approx(3 / 4)
+    assert measured["precision"] == 0.0
 
 
-def test_a_copy_grouped_with_its_originals_own_duplicates_counts_as_right():
+def test_a_sampled_image_grouped_with_its_own_copy_already_stored_counts_as_right():
     truth = {"p/a1": "a", "p/b1": "b"}
-    groups = [["a", "a twin", "p/a1"], ["b", "p/b1", "x"]]
+    links = [("p/a1", "a", 0.95), ("a", "a twin", 0.97), ("p/b1", "b", 0.92), ("b", "x", 0.91)]
+    kinds, copy_scores = dict.fromkeys(truth, "resized"), np.array([0.95, 0.92])
+    world = CopiesAndNeighbours(["a", "b"], truth, kinds, links, copy_scores, ["a", "a twin", "b", "x"])
 
-    precision, found = planted_pairs_found(groups, truth, pictures={"a": {"a"}, "a twin": {"a twin", "a"}})
-
-    # (a,a1) (a twin,a1) right thanks to the collection's own group; (b,b1) right, (b1,x) wrong.
-    assert precision == pytest.approx(3 / 4)
-    assert found == {"p/a1", "p/b1"}
+    # (a, a twin) is right: the twin scores with a above a's own copy; (b, x) is wrong.
+    assert world.relatives == [("a", "a twin")]
+    assert world.measure(0.9)["precision"] == pytest.approx(1 / 2)
 
 
 def hand_made_world() -> CopiesAndNeighbours:
