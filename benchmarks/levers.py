@@ -21,6 +21,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -47,7 +48,7 @@ from run import (
 
 from imgsim.embedding import embed_images, embed_in_batches, embed_pixels, reads_while_computing
 from imgsim.files import find_images
-from imgsim.model import COMPILE_PAYS_FROM, compile_model
+from imgsim.model import COMPILE_PAYS_FROM, COMPILED_WITH, compile_model
 from imgsim.reading import load_image, normalise_pixels
 from imgsim.scoring import top_columns
 
@@ -87,6 +88,34 @@ def load_and_normalise(path: Path, preprocess):
     if loaded.pixels is not None:
         loaded.pixels = normalise_pixels(loaded.pixels[None], preprocess)[0]
     return loaded
+
+
+def trace_and_freeze(model, side: int, device):
+    """The earlier compile_model: the trace frozen, without optimize_for_inference's oneDNN weights."""
+    example = torch.zeros(1, 3, side, side, device=device).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
+        frozen = torch.jit.freeze(torch.jit.trace(model, example))
+    with torch.inference_mode():
+        for _ in range(2):
+            frozen(example)
+    return frozen
+
+
+def compiling_plan(args, device, counts: dict, model, preprocess):
+    """The compiling lever, model-only: eager, the trace frozen, and compile_model's way."""
+    side = preprocess.crop_size[0]
+    model_only = partial(model_only_rate, device=device, count=counts["model"], batch_size=args.batch_size, side=side)
+    return (
+        "compiling the model",
+        "model-only",
+        "eager",
+        {
+            "eager": partial(model_only, model),
+            "jit trace + freeze": partial(model_only, trace_and_freeze(model, side, device)),
+            COMPILED_WITH: partial(model_only, compile_model(model, side, device)),
+        },
+    )
 
 
 def lever_plans(args, device, counts: dict, model, preprocess, photos: dict):
@@ -168,6 +197,7 @@ def lever_plans(args, device, counts: dict, model, preprocess, photos: dict):
             f"{torch.get_num_threads()} threads",
             {f"{n} threads": partial(with_torch_threads, n, measure) for n in torch_threads},
         )
+    yield compiling_plan(args, device, counts, model, preprocess)
     yield (
         "batch size",
         "model-only",
@@ -177,6 +207,13 @@ def lever_plans(args, device, counts: dict, model, preprocess, photos: dict):
             for size in sorted({1, 8, 16, 32, 64, args.batch_size})  # 1: the original tutorial's
         },
     )
+
+
+def top_k_sets(vectors: np.ndarray) -> list[frozenset]:
+    """Each vector's TOP_K nearest others (by dot product), as a set of row numbers."""
+    scores = vectors @ vectors.T
+    np.fill_diagonal(scores, -np.inf)
+    return [frozenset(row) for row in top_columns(scores, TOP_K)]
 
 
 def agreement_study(model, preprocess, device, batch_size: int, paths: list[Path]) -> dict:
@@ -190,11 +227,6 @@ def agreement_study(model, preprocess, device, batch_size: int, paths: list[Path
             started = time.perf_counter()
             vectors = np.concatenate([embed_pixels(run_model, batch, preprocess, device) for batch in pixels])
         return vectors, len(paths) / (time.perf_counter() - started)
-
-    def top_k_sets(vectors: np.ndarray) -> list[frozenset]:
-        scores = vectors @ vectors.T
-        np.fill_diagonal(scores, -np.inf)
-        return [frozenset(row) for row in top_columns(scores, TOP_K)]
 
     fp32, fp32_rate = embed_all(model)
     result = {"images": len(paths), "fp32_img_per_s": fp32_rate}
@@ -284,21 +316,22 @@ def timed_folder_study(args, device, model, preprocess) -> dict:
         compile_s = time.perf_counter() - started
         log(f"timed folder: compiled in {compile_s:.1f} s")
         size = math.ceil(len(paths) / FOLDER_SLICES)
-        slices = []
+        slices, vectors = [], {"eager": [], "compiled": []}
         for number, start in enumerate(range(0, len(paths), size)):
             part, seconds = paths[start : start + size], {}
             for name in ("eager", "compiled") if number % 2 else ("compiled", "eager"):
                 started = time.perf_counter()
-                embedded = sum(
-                    len(images) for images, _ in embed(part, model=compiled if name == "compiled" else model)
-                )
+                run = [batch for _, batch in embed(part, model=compiled if name == "compiled" else model)]
                 seconds[f"{name}_s"] = time.perf_counter() - started
-                if embedded != len(part):
-                    raise SystemExit(f"{len(part) - embedded} of the made photos could not be embedded")
+                vectors[name].append(np.concatenate(run))
+                if len(vectors[name][-1]) != len(part):
+                    raise SystemExit(f"{len(part) - len(vectors[name][-1])} of the made photos could not be embedded")
             slices.append({"images": len(part)} | seconds)
             log(f"timed folder slice {number + 1}/{FOLDER_SLICES}: {slices[-1]}")
     eager_s = sum(part["eager_s"] for part in slices)
     compiled_s = compile_s + sum(part["compiled_s"] for part in slices)
+    eager_vectors, compiled_vectors = (np.concatenate(vectors[name]) for name in ("eager", "compiled"))
+    pairs = list(zip(top_k_sets(eager_vectors), top_k_sets(compiled_vectors), strict=True))
     return {
         "images": len(paths),
         "slices": slices,
@@ -307,6 +340,8 @@ def timed_folder_study(args, device, model, preprocess) -> dict:
         "compiled_s": compiled_s,
         "speedup": eager_s / compiled_s,
         "slice_speedups": [part["eager_s"] / part["compiled_s"] for part in slices],
+        "top10_identical_fraction": float(np.mean([a == b for a, b in pairs])),
+        "max_abs_difference": float(np.abs(compiled_vectors - eager_vectors).max()),
     }
 
 
@@ -318,6 +353,12 @@ def report_timed_folder(timed: dict) -> dict:
         f"{COMPILED_SPEEDUP_TARGET}); eager / compiled per slice of {timed['slices'][0]['images']}, in turns: "
         + ", ".join(f"{ratio:.2f}" for ratio in timed["slice_speedups"])
     )
+    agreement = timed["top10_identical_fraction"]
+    print(
+        f"{'PASS' if agreement >= COMPILED_AGREEMENT_TARGET else 'MISS'}  the same {timed['images']:,} photos: "
+        f"{agreement:.1%} have identical top-{TOP_K} sets eager and compiled (target >= "
+        f"{COMPILED_AGREEMENT_TARGET:.0%}); vectors differ by at most {timed['max_abs_difference']:.1e}"
+    )
     return timed
 
 
@@ -328,7 +369,10 @@ def run_levers(args, device, machine: dict) -> dict:
         return {"timed_folder": report_timed_folder(timed_folder_study(args, device, model, preprocess))}
     photos = photo_sets(args, counts["small"], counts["large"])
     rows = []
-    plans = [] if args.only_compiling else lever_plans(args, device, counts, model, preprocess, photos)
+    if args.only_compiling:
+        plans = [compiling_plan(args, device, counts, model, preprocess)]
+    else:
+        plans = lever_plans(args, device, counts, model, preprocess, photos)
     for lever, on, default, settings in plans:
         log(f"lever {lever}: {on}")
         rates = compare_in_turns(settings, counts["rounds"])
@@ -338,7 +382,7 @@ def run_levers(args, device, machine: dict) -> dict:
         kind = "model_only" if on == "model-only" else "pipeline"
         for name in ("eager", "compiled"):
             rate = compiling[f"{kind}_{name}"]
-            rows.append(["compiled model (jit trace + freeze)", name, on, rate, rate / compiling[f"{kind}_eager"]])
+            rows.append([f"compiled model ({COMPILED_WITH})", name, on, rate, rate / compiling[f"{kind}_eager"]])
     log(f"agreement: {counts['agreement']} small photos, float32, bfloat16 and compiled")
     study = agreement_study(model, preprocess, device, args.batch_size, select_photos(args.images, counts["agreement"]))
     on = f"{study['images']} preprocessed small photos"

@@ -46,6 +46,7 @@ from imgsim.embedding import default_workers, embed_in_batches, read_in_batches,
 from imgsim.files import find_images, relative_key, spread_sample  # noqa: E402
 from imgsim.model import (  # noqa: E402
     COMPILE_PAYS_FROM,
+    COMPILED_WITH,
     RESNETS,
     compile_model,
     default_batch_size,
@@ -451,7 +452,7 @@ def run_main(args, device, machine: dict) -> dict:
     torch.manual_seed(0)
     tutorial_model = torchvision.models.get_model(args.model, weights=None)
     tutorial_model.fc = torch.nn.Identity()
-    log("compiling the model (jit trace + freeze)")
+    log(f"compiling the model ({COMPILED_WITH})")
     started = time.perf_counter()
     compiled = compile_model(model, preprocess.crop_size[0], device)
     compile_s = time.perf_counter() - started
@@ -468,9 +469,7 @@ def run_main(args, device, machine: dict) -> dict:
 
     print(describe_machine(machine))
     print(f"Model: {args.model} (random weights), float32, batch {args.batch_size}, {args.workers} reading threads;")
-    print(
-        f"compiled by jit trace + freeze in {compile_s:.1f} s (the notebook compiles from {COMPILE_PAYS_FROM} images)\n"
-    )
+    print(f"compiled by {COMPILED_WITH} in {compile_s:.1f} s (the notebook compiles from {COMPILE_PAYS_FROM} images)\n")
     headers = ["measurement (throughputs: median over rounds)", "n", "throughput", "top-10 p50 ms", "p95 ms"]
     print_table(headers, main_table_rows(args, rates, qdrant, photos, counts["rounds"]))
     print()

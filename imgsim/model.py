@@ -82,17 +82,20 @@ def feature_extractor(model_name: str, weights: str | Path, device: torch.device
     return model, preprocess, weights_id, vector_size
 
 
-# Compiling (torch.jit.trace, then torch.jit.freeze: batch norms folded into the convolutions, one graph
-# for every batch size) costs seconds once and then saves a share of every image's forward pass.
-# benchmarks/levers.py measures both on a CPU and divides: compiling paid from 113 images to embed (median
-# of 3 rounds, 2-core AMD EPYC, busy); the rule keeps a margin for machines where compiling takes longer
-# against the model's speed. torch.jit is deprecated (since torch 2.5; torch 2.14 warns, and warns that
-# Python 3.14+ may break it); torch.compile, its replacement, was measured here and kept out: even with
-# dynamic=True it compiled for 138 s before the first batch and 112 s more for the first single image (batch
-# size 1 is compiled apart), against 7 to 32 s for the trace, at the same speed (1.12 x eager), and it needs a
-# C++ compiler (g++) on the reader's machine. When torch.jit goes, compile_model is the one place to change.
+# Compiling (torch.jit.trace; torch.jit.optimize_for_inference freezes the trace, folding batch norms into
+# the convolutions, and on a CPU turns the convolutions' weights into oneDNN's own blocked layout, once
+# instead of at every call; one graph for every batch size) costs seconds once and then saves a share of
+# every image's forward pass. benchmarks/levers.py measures both on a CPU (2-core AMD EPYC, AVX2, busy):
+# the model alone ran 1.32 x eager (trace + freeze alone: 1.17 x) and compiling paid from about 100 images
+# to embed; the rule keeps a margin for machines where compiling takes longer against the model's speed.
+# torch.jit is deprecated (since torch 2.5; torch 2.14 warns, and warns that Python 3.14+ may break it);
+# torch.compile, its replacement, was measured here and kept out: even with dynamic=True it compiled for
+# 138 s before the first batch and 112 s more for the first single image (batch size 1 is compiled apart),
+# and it needs a C++ compiler (g++) on the reader's machine. When torch.jit goes, compile_model is the one
+# place to change.
 COMPILE_PAYS_FROM = 300
 COMPILE_CHOICES = ("auto", "on", "off")
+COMPILED_WITH = "jit trace + optimize_for_inference"  # how compile_model compiles, as benchmarks name it
 
 
 def compile_decision(setting: str, images_to_embed: int, device: torch.device) -> tuple[bool, str]:
@@ -107,9 +110,10 @@ def compile_decision(setting: str, images_to_embed: int, device: torch.device) -
 
 
 def compile_model(model: torch.nn.Module, side: int, device: torch.device) -> torch.nn.Module:
-    """The model traced on a `side`-pixel image and frozen, warmed up; a compiled model comes back as it is.
+    """The model traced on a `side`-pixel image, frozen and optimised for inference, warmed up.
 
-    Its vectors equal the eager model's up to float rounding (about 1e-4), for any batch size.
+    A compiled model comes back as it is. Its vectors equal the eager model's up to float rounding (about
+    1e-7 for unit vectors), for any batch size.
     """
     if isinstance(model, torch.jit.ScriptModule):
         return model
@@ -117,7 +121,7 @@ def compile_model(model: torch.nn.Module, side: int, device: torch.device) -> to
     with torch.no_grad(), warnings.catch_warnings():
         # deprecated in favour of torch.compile, which measured far slower to compile here (see above, README)
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
-        compiled = torch.jit.freeze(torch.jit.trace(model, example))
+        compiled = torch.jit.optimize_for_inference(torch.jit.trace(model, example))
     with torch.inference_mode():
         for _ in range(2):  # the first calls optimise the graph: pay for them here
             compiled(example)
