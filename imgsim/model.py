@@ -89,10 +89,11 @@ def feature_extractor(model_name: str, weights: str | Path, device: torch.device
 # the model alone ran 1.32 x eager (trace + freeze alone: 1.17 x) and compiling paid from about 100 images
 # to embed; the rule keeps a margin for machines where compiling takes longer against the model's speed.
 # torch.jit is deprecated (since torch 2.5; torch 2.14 warns, and warns that Python 3.14+ may break it);
-# torch.compile, its replacement, was measured here and kept out: even with dynamic=True it compiled for
-# 138 s before the first batch and 112 s more for the first single image (batch size 1 is compiled apart),
-# and it needs a C++ compiler (g++) on the reader's machine. When torch.jit goes, compile_model is the one
-# place to change.
+# torch.compile, its replacement, was measured here and kept out: with dynamic=True it compiled for 138 s
+# before the first batch and 112 s more for the first single image (batch size 1 is compiled apart); with
+# freezing and one batch shape (batches padded) it ran 1.26 x eager, no faster, after about 40 s of
+# compiling; and it needs a C++ compiler and Python's headers on the reader's machine. When torch.jit goes,
+# compile_model is the one place to change.
 COMPILE_PAYS_FROM = 300
 COMPILE_CHOICES = ("auto", "on", "off")
 COMPILED_WITH = "jit trace + optimize_for_inference"  # how compile_model compiles, as benchmarks name it
