@@ -28,14 +28,14 @@ def similar_pairs(vectors: np.ndarray, threshold: float):
 KEEPER_RULE = "most pixels, then the larger file, then the older file (modification time), then the shorter path"
 
 
-def keeper_order(key: str, payload: dict) -> tuple:
-    """Sorts the keeper first: most pixels, then the larger file, then the older file, then the shorter path."""
-    return (-payload["width"] * payload["height"], -payload["size"], payload["mtime_ns"], len(key), key)
-
-
 def keepers_first(stored: dict[str, dict]) -> list[str]:
     """The stored paths in KEEPER_RULE's order, from their payloads (width, height, size, mtime_ns)."""
-    return sorted(stored, key=lambda key: keeper_order(key, stored[key]))
+
+    def keeper_order(key: str) -> tuple:
+        payload = stored[key]
+        return (-payload["width"] * payload["height"], -payload["size"], payload["mtime_ns"], len(key), key)
+
+    return sorted(stored, key=keeper_order)
 
 
 def duplicate_groups(keys: list[str], pairs, exact_groups: list[list[str]]) -> list[list[str]]:
