@@ -2,18 +2,23 @@
 
     python benchmarks/levers.py --quick     # about 8 minutes on 2 quiet CPU cores
     python benchmarks/levers.py             # more photos and rounds
-    python benchmarks/levers.py --only-compiling [--quick]   # compiling, bfloat16, their agreement, the timed folder
+    python benchmarks/levers.py --only-compiling [--quick]   # compiling, half precision's agreement, the timed folder
+    python benchmarks/levers.py --only-precision [--quick]   # half precision: speed in turns, top-10 agreement
+
+On a CUDA GPU every run measures more images (the CUDA counts below), with or without --quick.
     python benchmarks/levers.py --only-timed-folder           # only the 2,000 photos timed (about 3 minutes)
 
 Each lever's settings are measured in turns, round after round, and compared by their medians, so that the
 machine's drift hits all settings alike: JPEG draft mode, reading and computing by turns or overlapped, where
 the preprocessing's arithmetic runs (per batch or per image), reading threads, channels_last, torch threads,
-batch size, bfloat16 autocast, and compiling the model (`compile_model`: its seconds, its speed in the model
-alone and in the pipeline, the number of images from which it pays, and the pipeline on 2,000 small photos
-compile time included, projected from those rates); bfloat16 and the compiled model also by how often their
-top-10 results equal eager float32's. Last, timed end to end: 2,000 small photos (two crops of each shared
-photo, made in a temporary folder and removed) through the eager pipeline, and through compiling plus the
-compiled pipeline, taking turns slice by slice.
+batch size, half precision (autocast: float16 and bfloat16 on a CUDA GPU, measured in turns there; bfloat16
+on a CPU, timed in the agreement study only, being several times slower), and compiling the model
+(`compile_model`: its seconds, its speed in the model alone and in the pipeline, the number of images from
+which it pays, and the pipeline on 2,000 small photos compile time included, projected from those rates);
+half precision and the compiled model also by how often their top-10 results equal eager float32's. Last,
+timed end to end: 2,000 small photos (two crops of each shared photo, made in a temporary folder and
+removed) through the eager pipeline, and through compiling plus the compiled pipeline, taking turns slice
+by slice.
 """
 
 import copy
@@ -48,13 +53,14 @@ from run import (
 
 from imgsim.embedding import embed_images, embed_in_batches, embed_pixels, reads_while_computing
 from imgsim.files import find_images
-from imgsim.model import COMPILE_PAYS_FROM, COMPILED_WITH, compile_model
+from imgsim.model import COMPILE_PAYS_FROM, COMPILED_WITH, compile_model, in_precision
 from imgsim.reading import load_image, normalise_pixels
 from imgsim.scoring import top_columns
 
 QUICK = {"rounds": 3, "small": 48, "large": 24, "model": 48, "agreement": 64}
 FULL = {"rounds": 5, "small": 128, "large": 48, "model": 128, "agreement": 200}
-BF16_AGREEMENT_TARGET = 0.95
+CUDA = {"rounds": 5, "small": 1_000, "large": 48, "model": 4_096, "agreement": 1_000}  # a GPU is ~100 x faster
+HALF_PRECISION_AGREEMENT_TARGET = 0.95
 COMPILED_AGREEMENT_TARGET = 0.99
 COMPILED_SPEEDUP_TARGET = 1.1  # the pipeline on FOLDER_IMAGES small photos, compile time included
 FOLDER_IMAGES = 2_000
@@ -116,6 +122,29 @@ def compiling_plan(args, device, counts: dict, model, preprocess):
             COMPILED_WITH: partial(model_only, compile_model(model, side, device)),
         },
     )
+
+
+def half_precisions(device) -> list[str]:
+    """The half precisions worth measuring: float16 and bfloat16 on a CUDA GPU, bfloat16 on a CPU."""
+    return ["float16", "bfloat16"] if device.type == "cuda" else ["bfloat16"]
+
+
+def precision_plans(args, device, counts: dict, model, preprocess, photos: dict):
+    """The half-precision lever, model-only and on small photos: float32 and each of half_precisions."""
+    model_only = partial(model_only_rate, device=device, count=counts["model"], batch_size=args.batch_size)
+    small_pipeline = partial(
+        pipeline_rate, photos["small"], preprocess=preprocess, device=device, batch_size=args.batch_size
+    )
+    for on, measure in (
+        ("model-only", partial(model_only, side=preprocess.crop_size[0])),
+        ("small photos", partial(small_pipeline, workers=args.workers)),
+    ):
+        yield (
+            "half precision (autocast)",
+            on,
+            "float32",
+            {name: partial(measure, in_precision(model, name)) for name in ("float32", *half_precisions(device))},
+        )
 
 
 def lever_plans(args, device, counts: dict, model, preprocess, photos: dict):
@@ -198,6 +227,8 @@ def lever_plans(args, device, counts: dict, model, preprocess, photos: dict):
             {f"{n} threads": partial(with_torch_threads, n, measure) for n in torch_threads},
         )
     yield compiling_plan(args, device, counts, model, preprocess)
+    if device.type != "cpu":  # on a CPU, bfloat16's 0.13 x would make these rounds last a quarter of an hour
+        yield from precision_plans(args, device, counts, model, preprocess, photos)
     yield (
         "batch size",
         "model-only",
@@ -217,21 +248,25 @@ def top_k_sets(vectors: np.ndarray) -> list[frozenset]:
 
 
 def agreement_study(model, preprocess, device, batch_size: int, paths: list[Path]) -> dict:
-    """bfloat16 autocast and the compiled model against eager float32: speed, and how often top-10s are equal."""
+    """Half precision and the compiled model against eager float32: speed, and how often top-10s are equal."""
     pixels = torch.stack([load_image(path, preprocess).pixels for path in paths]).split(batch_size)
-    compiled = compile_model(model, preprocess.crop_size[0], device)
+    variants = {name: in_precision(model, name) for name in half_precisions(device)}
+    variants["compiled"] = compile_model(model, preprocess.crop_size[0], device)
 
-    def embed_all(run_model, dtype=None) -> tuple[np.ndarray, float]:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            embed_pixels(run_model, pixels[0], preprocess, device)
-            started = time.perf_counter()
-            vectors = np.concatenate([embed_pixels(run_model, batch, preprocess, device) for batch in pixels])
+    def embed_all(run_model) -> tuple[np.ndarray, float]:
+        embed_pixels(run_model, pixels[0], preprocess, device)
+        started = time.perf_counter()
+        vectors = np.concatenate([embed_pixels(run_model, batch, preprocess, device) for batch in pixels])
         return vectors, len(paths) / (time.perf_counter() - started)
 
     fp32, fp32_rate = embed_all(model)
-    result = {"images": len(paths), "fp32_img_per_s": fp32_rate}
-    for name, run_model, dtype in (("bf16", model, torch.bfloat16), ("compiled", compiled, None)):
-        vectors, rate = embed_all(run_model, dtype)
+    result = {"images": len(paths), "float32_img_per_s": fp32_rate}
+    for name, run_model in variants.items():
+        try:
+            vectors, rate = embed_all(run_model)
+        except FloatingPointError as error:  # half precision overflowed: the notebook stops the same way
+            result[f"{name}_failed"] = str(error)
+            continue
         pairs = list(zip(top_k_sets(fp32), top_k_sets(vectors), strict=True))
         result |= {
             f"{name}_img_per_s": rate,
@@ -363,32 +398,34 @@ def report_timed_folder(timed: dict) -> dict:
 
 
 def run_levers(args, device, machine: dict) -> dict:
-    counts = QUICK if args.quick else FULL
+    counts = CUDA if device.type == "cuda" else QUICK if args.quick else FULL
     model, preprocess, _ = random_model(args.model, device)
     if args.only_timed_folder:
         return {"timed_folder": report_timed_folder(timed_folder_study(args, device, model, preprocess))}
-    photos = photo_sets(args, counts["small"], counts["large"])
-    rows = []
-    if args.only_compiling:
+    photos = photo_sets(args, counts["small"], 0 if args.only_precision else counts["large"])
+    if args.only_precision:
+        plans = precision_plans(args, device, counts, model, preprocess, photos)
+    elif args.only_compiling:
         plans = [compiling_plan(args, device, counts, model, preprocess)]
     else:
         plans = lever_plans(args, device, counts, model, preprocess, photos)
+    rows = []
     for lever, on, default, settings in plans:
         log(f"lever {lever}: {on}")
         rates = compare_in_turns(settings, counts["rounds"])
         rows += [[lever, name, on, rate, rate / rates[default]] for name, rate in rates.items()]
-    compiling = compile_study(args, device, counts, model, preprocess, photos["small"])
-    for on in ("model-only", "small photos"):
+    compiling = None if args.only_precision else compile_study(args, device, counts, model, preprocess, photos["small"])
+    for on in ("model-only", "small photos") if compiling else ():
         kind = "model_only" if on == "model-only" else "pipeline"
         for name in ("eager", "compiled"):
             rate = compiling[f"{kind}_{name}"]
             rows.append([f"compiled model ({COMPILED_WITH})", name, on, rate, rate / compiling[f"{kind}_eager"]])
-    log(f"agreement: {counts['agreement']} small photos, float32, bfloat16 and compiled")
+    log(f"agreement: {counts['agreement']} small photos, float32, {', '.join(half_precisions(device))} and compiled")
     study = agreement_study(model, preprocess, device, args.batch_size, select_photos(args.images, counts["agreement"]))
     on = f"{study['images']} preprocessed small photos"
-    for name, key in (("float32", "fp32"), ("bfloat16", "bf16")):
-        rate = study[f"{key}_img_per_s"]
-        rows.append(["bfloat16 autocast", name, on, rate, rate / study["fp32_img_per_s"]])
+    for name in ("float32", *half_precisions(device)):
+        if rate := study.get(f"{name}_img_per_s"):
+            rows.append(["half precision (autocast)", name, on, rate, rate / study["float32_img_per_s"]])
 
     print(describe_machine(machine))
     print(f"Model: {args.model} (random weights); defaults: batch {args.batch_size}, {args.workers} reading threads,")
@@ -397,13 +434,16 @@ def run_levers(args, device, machine: dict) -> dict:
         ["lever", "setting", "measured on", "img/s", "vs default"],
         [[lever, name, on, f"{rate:.1f}", f"{ratio:.2f}"] for lever, name, on, rate, ratio in rows],
     )
-    for name, label, target in (
-        ("bf16", "bfloat16", BF16_AGREEMENT_TARGET),
-        ("compiled", "compiled", COMPILED_AGREEMENT_TARGET),
-    ):
+    targets = dict.fromkeys(half_precisions(device), HALF_PRECISION_AGREEMENT_TARGET) | {
+        "compiled": COMPILED_AGREEMENT_TARGET
+    }
+    for name, target in targets.items():
+        if failed := study.get(f"{name}_failed"):
+            print(f"MISS  {name}: {failed}")
+            continue
         agreement = study[f"{name}_top10_identical_fraction"]
         print(
-            f"{'PASS' if agreement >= target else 'MISS'}  {label} top-{TOP_K} agreement with eager float32: "
+            f"{'PASS' if agreement >= target else 'MISS'}  {name} top-{TOP_K} agreement with eager float32: "
             f"{agreement:.1%} of {study['images']} queries have identical top-{TOP_K} sets (target >= {target:.0%}); "
             f"{study[f'{name}_top10_overlap']:.1%} of neighbours shared, vectors differ by at most "
             f"{study[f'{name}_max_abs_difference']:.1e}"
@@ -412,21 +452,25 @@ def run_levers(args, device, machine: dict) -> dict:
         f"      With random weights this is a stress test: two photos score {study['mean_pair_score_fp32']:.4f} "
         "on average, so neighbours are nearly tied and small rounding reorders them.\n"
     )
-    in_rounds = ", ".join(f"{r['folder_speedup']:.2f}" for r in compiling["per_round"])
-    print(
-        f"Compiling took {compiling['compile_s']:.1f} s (median) and pays from {compiling['pays_from_images']:.0f} "
-        f"images to embed (compile seconds / pipeline seconds saved per image; the notebook's rule: from "
-        f"{COMPILE_PAYS_FROM}).\n{'PASS' if compiling['folder_speedup'] >= COMPILED_SPEEDUP_TARGET else 'MISS'}  "
-        f"compiled pipeline, compile time included, on {FOLDER_IMAGES:,} small photos / eager pipeline: "
-        f"{compiling['folder_speedup']:.2f} (rounds: {in_rounds}; target >= {COMPILED_SPEEDUP_TARGET}), projected from "
-        f"each round's rates on {len(photos['small'])} photos and its compile seconds"
-    )
-    timed = report_timed_folder(timed_folder_study(args, device, model, preprocess))
-    wall_s = time.perf_counter() - STARTED
-    print(f"\nwall time {wall_s:.0f} s")
+    results = {"levers": rows, "agreement": study}
+    if compiling:
+        in_rounds = ", ".join(f"{r['folder_speedup']:.2f}" for r in compiling["per_round"])
+        print(
+            f"Compiling took {compiling['compile_s']:.1f} s (median) and pays from {compiling['pays_from_images']:.0f} "
+            f"images to embed (compile seconds / pipeline seconds saved per image; the notebook's rule: from "
+            f"{COMPILE_PAYS_FROM}).\n{'PASS' if compiling['folder_speedup'] >= COMPILED_SPEEDUP_TARGET else 'MISS'}  "
+            f"compiled pipeline, compile time included, on {FOLDER_IMAGES:,} small photos / eager pipeline: "
+            f"{compiling['folder_speedup']:.2f} (rounds: {in_rounds}; target >= {COMPILED_SPEEDUP_TARGET}), projected "
+            f"from each round's rates on {len(photos['small'])} photos and its compile seconds"
+        )
+        results |= {
+            "compile": compiling,
+            "timed_folder": report_timed_folder(timed_folder_study(args, device, model, preprocess)),
+        }
+    results["wall_s"] = time.perf_counter() - STARTED
+    print(f"\nwall time {results['wall_s']:.0f} s")
     keys = ("lever", "setting", "measured_on", "img_per_s", "vs_default")
-    levers = [dict(zip(keys, row, strict=True)) for row in rows]
-    return {"levers": levers, "agreement": study, "compile": compiling, "timed_folder": timed, "wall_s": wall_s}
+    return results | {"levers": [dict(zip(keys, row, strict=True)) for row in rows]}
 
 
 if __name__ == "__main__":

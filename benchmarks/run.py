@@ -510,7 +510,10 @@ def setup(description: str, levers: bool = False) -> tuple[argparse.Namespace, t
     parser.add_argument("--batch-size", type=int, help="default: the notebook's (8 on a CPU, 32 on a GPU)")
     parser.add_argument("--workers", type=int, default=default_workers(), help="image reading threads")
     if levers:
-        parser.add_argument("--only-compiling", action="store_true", help="only compiling, bfloat16, the timed folder")
+        parser.add_argument(
+            "--only-compiling", action="store_true", help="only compiling, half precision's agreement, the timed folder"
+        )
+        parser.add_argument("--only-precision", action="store_true", help="only half precision: speed and agreement")
         parser.add_argument(
             "--only-timed-folder", action="store_true", help="only the 2,000 photos timed eager and compiled"
         )

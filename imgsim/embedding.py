@@ -62,7 +62,14 @@ def embed_pixels(model, pixels: torch.Tensor, preprocess, device: torch.device) 
         pixels = pixels.pin_memory()
     batch = normalise_pixels(pixels.to(device, non_blocking=True), preprocess)
     features = model(batch.contiguous(memory_format=torch.channels_last))
-    return torch.nn.functional.normalize(features.float(), dim=1).cpu().numpy()
+    vectors = torch.nn.functional.normalize(features.float(), dim=1).cpu().numpy()
+    if not np.isfinite(vectors).all():
+        raise FloatingPointError(
+            f"the model gave non-finite features (inf or NaN) for {np.sum(~np.isfinite(vectors).all(axis=1))} of "
+            f"{len(vectors)} images: in half precision (IMGSIM_PRECISION) the model overflowed its range, so set "
+            "IMGSIM_PRECISION=float32; in float32, check the weights"
+        )
+    return vectors
 
 
 def embed_images(model, images: list[LoadedImage], preprocess, device: torch.device) -> np.ndarray:

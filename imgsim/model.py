@@ -116,6 +116,8 @@ def compile_model(model: torch.nn.Module, side: int, device: torch.device) -> to
     A compiled model comes back as it is. Its vectors equal the eager model's up to float rounding (about
     1e-7 for unit vectors), for any batch size.
     """
+    if isinstance(model, Autocast):  # compile the model inside, keep its precision
+        return Autocast(compile_model(model.model, side, device), model.dtype)
     if isinstance(model, torch.jit.ScriptModule):
         return model
     example = torch.zeros(1, 3, side, side, device=device).contiguous(memory_format=torch.channels_last)
@@ -127,3 +129,30 @@ def compile_model(model: torch.nn.Module, side: int, device: torch.device) -> to
         for _ in range(2):  # the first calls optimise the graph: pay for them here
             compiled(example)
     return compiled
+
+
+# Half precision: under torch.autocast, convolutions and matrix products run in float16 or bfloat16 (on a
+# GPU's tensor cores), the rest stays float32, and the vectors change slightly. Measured (benchmarks/levers.py
+# --only-precision, README "Half precision"): on an NVIDIA H200, float16 ran ResNet-50 alone 1.26 x float32
+# (whose convolutions already use TF32 tensor cores) but the pipeline only 1.02 x, reading being the bound,
+# and ResNet-152 (random weights) overflowed float16's range; bfloat16 was slower still and agreed less; on a
+# CPU without native bfloat16 (AVX2), bfloat16 ran 0.13 x. So the default is float32 everywhere.
+PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class Autocast(torch.nn.Module):
+    """`model` run under torch.autocast in `dtype`; its features come out in that dtype (embed_pixels casts)."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(batch.device.type, dtype=self.dtype):
+            return self.model(batch)
+
+
+def in_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """The model computing in `precision` (a PRECISIONS name): itself for float32, else under autocast, once."""
+    inner = model.model if isinstance(model, Autocast) else model
+    return inner if precision == "float32" else Autocast(inner, PRECISIONS[precision])

@@ -67,6 +67,7 @@ def run_report(
         "model": settings.model,
         "weights": weights_id,
         "device": str(device),
+        "precision": settings.precision,
         "batch_size": batch_size,
         "workers": settings.workers,
         "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},

@@ -17,7 +17,7 @@ import torchvision
 
 from imgsim.embedding import default_workers
 from imgsim.files import is_inside
-from imgsim.model import COMPILE_CHOICES, RESNETS
+from imgsim.model import COMPILE_CHOICES, PRECISIONS, RESNETS
 
 
 class SettingError(ValueError):
@@ -45,6 +45,7 @@ class Settings:
     neighbour_source: str  # "numpy" or "qdrant": where the analyses' neighbours come from
     move_duplicates_to: Path | None  # None: nothing moves
     compile: str  # auto (compile when the images to embed repay it), on or off
+    precision: str  # float32, or float16 or bfloat16 under torch.autocast
 
     @property
     def figures_dir(self) -> Path:
@@ -213,6 +214,7 @@ def check_parameters(parameters: dict) -> Settings:
         neighbour_source=neighbour_source(value("NEIGHBOUR_SOURCE"), url),
         move_duplicates_to=quarantine(value("MOVE_DUPLICATES_TO"), image_dir),
         compile=one_of("COMPILE", value("COMPILE"), COMPILE_CHOICES),
+        precision=one_of("PRECISION", value("PRECISION"), PRECISIONS),
     )
 
 

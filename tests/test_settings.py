@@ -106,6 +106,14 @@ def test_the_compile_setting_is_auto_on_or_off_and_a_wrong_value_names_the_varia
         check_parameters(parameters | {"COMPILE": "yes"})
 
 
+def test_the_precision_setting_is_float32_by_default_and_a_wrong_value_names_the_variable():
+    parameters = DEFAULTS | {"MODEL": "resnet18", "WEIGHTS": "none", "PLANT_DUPLICATES": "9"}
+    assert check_parameters(parameters).precision == "float32"
+    assert check_parameters(parameters | {"PRECISION": " bfloat16 "}).precision == "bfloat16"
+    with pytest.raises(SettingError, match="IMGSIM_PRECISION .*one of float32, float16, bfloat16, not 'fp16'"):
+        check_parameters(parameters | {"PRECISION": "fp16"})
+
+
 def test_neighbour_source_auto_means_numpy_in_local_mode_and_qdrant_on_a_server():
     parameters = DEFAULTS | {"MODEL": "resnet18", "WEIGHTS": "none", "PLANT_DUPLICATES": "9"}
     assert check_parameters(parameters).neighbour_source == "numpy"
