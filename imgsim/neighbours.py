@@ -42,10 +42,21 @@ class NeighbourSource:
     name: str
     keys: list[str]
     mean: np.ndarray
+    lowest_scan: tuple[float, list, np.ndarray] | None = None  # the scan at the lowest threshold asked so far
 
     def centre(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors made like the stored ones: minus the collection's mean, unit length again."""
         return centre(vectors, self.mean)
+
+    def pairs_above(self, threshold: float | None) -> tuple[list[tuple[str, str, float]], np.ndarray]:
+        """Pairs (path, path, centred score) at or above `threshold` (none for None), and every image's nearest
+        score. The calibration scans at its lowest threshold first; the grouping's higher threshold then only
+        filters that scan, which gives what a scan of its own would, without reading every vector again.
+        """
+        if self.lowest_scan is None or (threshold is not None and threshold < self.lowest_scan[0]):
+            self.lowest_scan = (np.inf if threshold is None else threshold, *self.scan_pairs(threshold))
+        _, pairs, nearest = self.lowest_scan
+        return [pair for pair in pairs if threshold is not None and pair[2] >= threshold], nearest
 
 
 class ExactNeighbours(NeighbourSource):
@@ -83,7 +94,7 @@ class ExactNeighbours(NeighbourSource):
             ]
         return found
 
-    def pairs_above(self, threshold: float | None) -> tuple[list[tuple[str, str, float]], np.ndarray]:
+    def scan_pairs(self, threshold: float | None) -> tuple[list[tuple[str, str, float]], np.ndarray]:
         """Pairs of stored images at or above `threshold` (none for None), and every image's nearest score."""
         pairs, nearest = similar_pairs(self.centred, np.inf if threshold is None else threshold)
         return [(self.keys[i], self.keys[j], score) for i, j, score in pairs], nearest
@@ -147,7 +158,7 @@ class QdrantNeighbours(NeighbourSource):
             found.append([(response.points[i].payload["path"], float(scores[i])) for i in np.argsort(-scores)[:count]])
         return found
 
-    def pairs_above(self, threshold: float | None) -> tuple[list[tuple[str, str, float]], np.ndarray]:
+    def scan_pairs(self, threshold: float | None) -> tuple[list[tuple[str, str, float]], np.ndarray]:
         """Pairs at or above `threshold` (none for None) among each image's nearest, and each image's nearest score."""
         pairs, nearest = {}, {}
         points = all_points(self.client, self.collection, with_payload=["path"], with_vectors=True)

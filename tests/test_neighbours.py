@@ -42,6 +42,20 @@ def drawn_collection(tmp_path_factory):
     client.close()
 
 
+@pytest.mark.parametrize("source", [ExactNeighbours, QdrantNeighbours])
+def test_a_higher_threshold_filters_the_calibrations_scan_and_gets_what_a_scan_of_its_own_gets(
+    drawn_collection, source
+):
+    calibrated = source(drawn_collection, "images")
+    calibrated.pairs_above(0.5)  # the calibration's scan, at its lowest threshold
+    for threshold in (0.9, 0.95, None):  # the grouping's (None: not separable)
+        filtered_pairs, filtered_nearest = calibrated.pairs_above(threshold)
+        own_pairs, own_nearest = source(drawn_collection, "images").pairs_above(threshold)
+        assert filtered_pairs == own_pairs and (threshold is None or len(own_pairs) >= 10)
+        np.testing.assert_array_equal(filtered_nearest, own_nearest)
+    assert calibrated.lowest_scan[0] == 0.5, "the vectors were scanned once"
+
+
 def test_both_sources_find_the_same_duplicate_groups_and_nearest_scores(drawn_collection):
     exact, asked = compare_sources(drawn_collection)
 
