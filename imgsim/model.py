@@ -104,7 +104,7 @@ def compile_decision(setting: str, images_to_embed: int, device: torch.device) -
     if setting in ("on", "off"):
         return setting == "on", f"IMGSIM_COMPILE={setting}: the model runs {'compiled' if setting == 'on' else 'eager'}"
     if device.type != "cpu":
-        return False, f"eager on {device.type}: compiling was measured on CPUs only (set IMGSIM_COMPILE=on to try it)"
+        return False, f"eager on {device.type}: on a GPU the compiled model changed top-10s too often (README)"
     pays = images_to_embed >= COMPILE_PAYS_FROM
     verdict = "compiled: it pays" if pays else "eager: compiling would cost more than it saves"
     return pays, f"{images_to_embed} images to embed, compiling pays from {COMPILE_PAYS_FROM}: {verdict}"
@@ -135,7 +135,7 @@ def compile_model(model: torch.nn.Module, side: int, device: torch.device) -> to
 # GPU's tensor cores), the rest stays float32, and the vectors change slightly. Measured (benchmarks/levers.py
 # --only-precision, README "Half precision"): on an NVIDIA H200, float16 ran ResNet-50 alone 1.26 x float32
 # (whose convolutions already use TF32 tensor cores) but the pipeline only 1.02 x, reading being the bound,
-# and ResNet-152 (random weights) overflowed float16's range; bfloat16 was slower still and agreed less; on a
+# and ResNet-152 (random weights) overflowed float16's range; bfloat16 gained less and agreed less; on a
 # CPU without native bfloat16 (AVX2), bfloat16 ran 0.13 x. So the default is float32 everywhere.
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -36,7 +36,7 @@ def test_auto_compiles_on_a_cpu_from_the_measured_number_of_images_and_on_off_de
     assert compile_decision("auto", COMPILE_PAYS_FROM, CPU)[0]
     compiles, why = compile_decision("auto", COMPILE_PAYS_FROM - 1, CPU)
     assert not compiles and f"{COMPILE_PAYS_FROM - 1} images to embed" in why and str(COMPILE_PAYS_FROM) in why
-    assert not compile_decision("auto", 100_000, torch.device("cuda"))[0]  # measured on CPUs only
+    assert not compile_decision("auto", 100_000, torch.device("cuda"))[0]  # on an H200 it changed top-10s
     assert compile_decision("on", 1, CPU) == (True, "IMGSIM_COMPILE=on: the model runs compiled")
     assert not compile_decision("off", 100_000, CPU)[0]
 
