@@ -4,9 +4,9 @@
     python benchmarks/levers.py             # more photos and rounds
     python benchmarks/levers.py --only-compiling [--quick]   # compiling, half precision's agreement, the timed folder
     python benchmarks/levers.py --only-precision [--quick]   # half precision: speed in turns, top-10 agreement
+    python benchmarks/levers.py --only-timed-folder           # only the 2,000 photos timed (about 3 minutes)
 
 On a CUDA GPU every run measures more images (the CUDA counts below), with or without --quick.
-    python benchmarks/levers.py --only-timed-folder           # only the 2,000 photos timed (about 3 minutes)
 
 Each lever's settings are measured in turns, round after round, and compared by their medians, so that the
 machine's drift hits all settings alike: JPEG draft mode, reading and computing by turns or overlapped, where
@@ -452,7 +452,7 @@ def run_levers(args, device, machine: dict) -> dict:
         f"      With random weights this is a stress test: two photos score {study['mean_pair_score_fp32']:.4f} "
         "on average, so neighbours are nearly tied and small rounding reorders them.\n"
     )
-    results = {"levers": rows, "agreement": study}
+    results = {"agreement": study}
     if compiling:
         in_rounds = ", ".join(f"{r['folder_speedup']:.2f}" for r in compiling["per_round"])
         print(
