@@ -26,7 +26,6 @@ import math
 import os
 import tempfile
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -96,18 +95,6 @@ def load_and_normalise(path: Path, preprocess):
     return loaded
 
 
-def trace_and_freeze(model, side: int, device):
-    """The earlier compile_model: the trace frozen, without optimize_for_inference's oneDNN weights."""
-    example = torch.zeros(1, 3, side, side, device=device).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
-        frozen = torch.jit.freeze(torch.jit.trace(model, example))
-    with torch.inference_mode():
-        for _ in range(2):
-            frozen(example)
-    return frozen
-
-
 def compiling_plan(args, device, counts: dict, model, preprocess):
     """The compiling lever, model-only: eager, the trace frozen, and compile_model's way."""
     side = preprocess.crop_size[0]
@@ -118,7 +105,7 @@ def compiling_plan(args, device, counts: dict, model, preprocess):
         "eager",
         {
             "eager": partial(model_only, model),
-            "jit trace + freeze": partial(model_only, trace_and_freeze(model, side, device)),
+            "jit trace + freeze": partial(model_only, compile_model(model, side, device, finish=torch.jit.freeze)),
             COMPILED_WITH: partial(model_only, compile_model(model, side, device)),
         },
     )

@@ -110,21 +110,24 @@ def compile_decision(setting: str, images_to_embed: int, device: torch.device) -
     return pays, f"{images_to_embed} images to embed, compiling pays from {COMPILE_PAYS_FROM}: {verdict}"
 
 
-def compile_model(model: torch.nn.Module, side: int, device: torch.device) -> torch.nn.Module:
-    """The model traced on a `side`-pixel image, frozen and optimised for inference, warmed up.
+def compile_model(
+    model: torch.nn.Module, side: int, device: torch.device, finish=torch.jit.optimize_for_inference
+) -> torch.nn.Module:
+    """The model traced on a `side`-pixel image, frozen and optimised for inference by `finish`, warmed up
+    (benchmarks/levers.py passes torch.jit.freeze to compare the freezing alone).
 
     A compiled model comes back as it is. Its vectors equal the eager model's up to float rounding (about
     1e-7 for unit vectors), for any batch size.
     """
     if isinstance(model, Autocast):  # compile the model inside, keep its precision
-        return Autocast(compile_model(model.model, side, device), model.dtype)
+        return Autocast(compile_model(model.model, side, device, finish), model.dtype)
     if isinstance(model, torch.jit.ScriptModule):
         return model
     example = torch.zeros(1, 3, side, side, device=device).contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), warnings.catch_warnings():
         # deprecated in favour of torch.compile, which measured far slower to compile here (see above, README)
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
-        compiled = torch.jit.optimize_for_inference(torch.jit.trace(model, example))
+        compiled = finish(torch.jit.trace(model, example))
     with torch.inference_mode():
         for _ in range(2):  # the first calls optimise the graph: pay for them here
             compiled(example)
