@@ -118,14 +118,24 @@ def half_precisions(device) -> list[str]:
 
 def precision_plans(args, device, counts: dict, model, preprocess, photos: dict):
     """The half-precision lever, model-only and on small photos: float32 and each of half_precisions."""
-    model_only = partial(model_only_rate, device=device, count=counts["model"], batch_size=args.batch_size)
-    small_pipeline = partial(
-        pipeline_rate, photos["small"], preprocess=preprocess, device=device, batch_size=args.batch_size
-    )
-    for on, measure in (
-        ("model-only", partial(model_only, side=preprocess.crop_size[0])),
-        ("small photos", partial(small_pipeline, workers=args.workers)),
-    ):
+    measures = {
+        "model-only": partial(
+            model_only_rate,
+            device=device,
+            count=counts["model"],
+            batch_size=args.batch_size,
+            side=preprocess.crop_size[0],
+        ),
+        "small photos": partial(
+            pipeline_rate,
+            photos["small"],
+            preprocess=preprocess,
+            device=device,
+            batch_size=args.batch_size,
+            workers=args.workers,
+        ),
+    }
+    for on, measure in measures.items():
         yield (
             "half precision (autocast)",
             on,
@@ -234,6 +244,16 @@ def top_k_sets(vectors: np.ndarray) -> list[frozenset]:
     return [frozenset(row) for row in top_columns(scores, TOP_K)]
 
 
+def top10_agreement(reference: np.ndarray, vectors: np.ndarray) -> dict[str, float]:
+    """How far `vectors` keep `reference`'s results: identical top-10 sets, neighbours shared, largest difference."""
+    pairs = list(zip(top_k_sets(reference), top_k_sets(vectors), strict=True))
+    return {
+        "top10_identical_fraction": float(np.mean([a == b for a, b in pairs])),
+        "top10_overlap": float(np.mean([len(a & b) / TOP_K for a, b in pairs])),
+        "max_abs_difference": float(np.abs(vectors - reference).max()),
+    }
+
+
 def agreement_study(model, preprocess, device, batch_size: int, paths: list[Path]) -> dict:
     """Half precision and the compiled model against eager float32: speed, and how often top-10s are equal."""
     pixels = torch.stack([load_image(path, preprocess).pixels for path in paths]).split(batch_size)
@@ -254,13 +274,8 @@ def agreement_study(model, preprocess, device, batch_size: int, paths: list[Path
         except FloatingPointError as error:  # half precision overflowed: the notebook stops the same way
             result[f"{name}_failed"] = str(error)
             continue
-        pairs = list(zip(top_k_sets(fp32), top_k_sets(vectors), strict=True))
-        result |= {
-            f"{name}_img_per_s": rate,
-            f"{name}_top10_identical_fraction": float(np.mean([a == b for a, b in pairs])),
-            f"{name}_top10_overlap": float(np.mean([len(a & b) / TOP_K for a, b in pairs])),
-            f"{name}_max_abs_difference": float(np.abs(vectors - fp32).max()),
-        }
+        result[f"{name}_img_per_s"] = rate
+        result |= {f"{name}_{measure}": value for measure, value in top10_agreement(fp32, vectors).items()}
     scores = fp32 @ fp32.T
     np.fill_diagonal(scores, np.nan)
     return result | {"mean_pair_score_fp32": float(np.nanmean(scores))}
@@ -353,7 +368,6 @@ def timed_folder_study(args, device, model, preprocess) -> dict:
     eager_s = sum(part["eager_s"] for part in slices)
     compiled_s = compile_s + sum(part["compiled_s"] for part in slices)
     eager_vectors, compiled_vectors = (np.concatenate(vectors[name]) for name in ("eager", "compiled"))
-    pairs = list(zip(top_k_sets(eager_vectors), top_k_sets(compiled_vectors), strict=True))
     return {
         "images": len(paths),
         "slices": slices,
@@ -362,8 +376,7 @@ def timed_folder_study(args, device, model, preprocess) -> dict:
         "compiled_s": compiled_s,
         "speedup": eager_s / compiled_s,
         "slice_speedups": [part["eager_s"] / part["compiled_s"] for part in slices],
-        "top10_identical_fraction": float(np.mean([a == b for a, b in pairs])),
-        "max_abs_difference": float(np.abs(compiled_vectors - eager_vectors).max()),
+        **top10_agreement(eager_vectors, compiled_vectors),
     }
 
 
