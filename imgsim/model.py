@@ -40,6 +40,42 @@ def sha256_of_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+HEAD = ("fc.weight", "fc.bias")  # the classifier, which the feature extractor drops
+
+
+def load_backbone(model: torch.nn.Module, path: Path) -> None:
+    """Load a saved state dict into `model`, with or without its classifier head.
+
+    Self-supervised and fine-tuned checkpoints often come without `fc`, or with one of another size: the
+    head is dropped anyway, so such a head is left as it is. Any other missing, unexpected or mismatched
+    key stops with the file and the keys.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict (IMGSIM_WEIGHTS)")
+    expected = model.state_dict()
+    state = {key: value for key, value in state.items() if key not in HEAD or value.shape == expected[key].shape}
+    mismatched = [
+        f"{key} {tuple(value.shape)} (the model has {tuple(expected[key].shape)})"
+        for key, value in state.items()
+        if key in expected and value.shape != expected[key].shape
+    ]
+    missing = sorted(set(expected) - set(state) - set(HEAD))
+    unexpected = sorted(set(state) - set(expected))
+    problems = {"missing": missing, "unexpected": unexpected, "of another shape": mismatched}
+    if any(problems.values()):
+        listed = "; ".join(
+            f"{len(keys)} {what}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+            for what, keys in problems.items()
+            if keys
+        )
+        raise ValueError(
+            f"{path} does not fit torchvision's {type(model).__name__} as IMGSIM_MODEL names it ({listed}). "
+            "Keys must be the model's own (strip prefixes such as 'module.'); only the classifier fc may differ."
+        )
+    model.load_state_dict(state, strict=False)
+
+
 def build_resnet(model_name: str, weights: str | Path):
     """The ResNet with its weights, the weights' preprocessing, and a short id of the weights used.
 
@@ -50,7 +86,7 @@ def build_resnet(model_name: str, weights: str | Path):
     preprocess = weights_enum.DEFAULT.transforms()
     if isinstance(weights, Path):
         model = torchvision.models.get_model(model_name, weights=None)
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        load_backbone(model, weights)
         return model, preprocess, f"file {weights.name} sha256:{sha256_of_file(weights)[:12]}"
     if weights == "none":
         warnings.warn(

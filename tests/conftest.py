@@ -33,6 +33,19 @@ from imgsim.store import FolderSync, stored_files
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "image-similarity-vector-db.ipynb"
 SHARED_PHOTOS = ROOT.parent / "shared" / "datasets" / "clothing_small_10cls"
+TRAINED_WEIGHTS = Path(
+    os.environ.get("IMGSIM_TEST_WEIGHTS", ROOT.parent / "shared" / "weights" / "resnet50-augnet-backbone.pth")
+)  # a trained ResNet-50 (state dict, with or without its head); IMGSIM_TEST_WEIGHTS may name another
+
+
+@pytest.fixture(scope="session")
+def trained_weights() -> Path:
+    """The trained ResNet-50's weights file; the test skips, saying why, where there is none (never random weights)."""
+    if not TRAINED_WEIGHTS.is_file():
+        pytest.skip(f"no trained weights at {TRAINED_WEIGHTS} (set IMGSIM_TEST_WEIGHTS to a resnet50 state dict)")
+    return TRAINED_WEIGHTS
+
+
 LABELS = {"circles": range(0, 5), "squares": range(5, 10), "stripes": range(10, 14)}  # drawn pictures' seeds
 
 

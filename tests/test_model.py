@@ -39,6 +39,38 @@ def test_weights_file_is_loaded(tmp_path):
         assert model(torch.rand(2, 3, 224, 224)).shape == (2, 512)
 
 
+def test_a_headless_state_dict_or_one_with_another_head_loads(tmp_path):
+    state = seeded_resnet18_state(5)
+    headless = {key: value for key, value in state.items() if not key.startswith("fc.")}
+    torch.save(headless, tmp_path / "headless.pth")
+    torch.save(headless | {"fc.weight": torch.zeros(128, 512), "fc.bias": torch.zeros(128)}, tmp_path / "head128.pth")
+
+    for name in ("headless.pth", "head128.pth"):
+        model, _, weights_id, vector_size = feature_extractor("resnet18", tmp_path / name, torch.device("cpu"))
+        assert vector_size == 512 and weights_id.startswith(f"file {name} sha256:")
+        assert_same_weights(model, headless)
+
+
+def test_a_state_dict_missing_a_backbone_key_stops_with_its_name(tmp_path):
+    state = seeded_resnet18_state(5)
+    del state["layer2.0.conv1.weight"]
+    state["layer9.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "broken.pth")
+
+    with pytest.raises(ValueError) as raised:
+        build_resnet("resnet18", tmp_path / "broken.pth")
+    message = str(raised.value)
+    assert "broken.pth" in message and "layer2.0.conv1.weight" in message and "layer9.weight" in message
+
+
+def test_the_trained_weights_file_loads(trained_weights):
+    model, _, weights_id, vector_size = feature_extractor("resnet50", trained_weights, torch.device("cpu"))
+    assert vector_size == 2048 and weights_id.startswith(f"file {trained_weights.name} sha256:")
+    with torch.inference_mode():
+        features = model(torch.rand(2, 3, 224, 224))
+    assert features.shape == (2, 2048) and torch.isfinite(features).all()
+
+
 def test_default_weights_come_from_the_torch_hub_cache(tmp_path, monkeypatch):
     weights = torchvision.models.ResNet18_Weights.DEFAULT
     cached = tmp_path / "hub" / "checkpoints" / Path(urlparse(weights.url).path).name
