@@ -46,6 +46,12 @@ def trained_weights() -> Path:
     return TRAINED_WEIGHTS
 
 
+@pytest.fixture(scope="session")
+def trained_extractor(trained_weights):
+    """The trained ResNet-50 as the notebook uses it, loaded once for the session: (model, preprocess, id, size)."""
+    return feature_extractor("resnet50", trained_weights, torch.device("cpu"))
+
+
 LABELS = {"circles": range(0, 5), "squares": range(5, 10), "stripes": range(10, 14)}  # drawn pictures' seeds
 
 
