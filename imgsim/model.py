@@ -140,7 +140,8 @@ def compile_decision(setting: str, images_to_embed: int, device: torch.device) -
     if setting in ("on", "off"):
         return setting == "on", f"IMGSIM_COMPILE={setting}: the model runs {'compiled' if setting == 'on' else 'eager'}"
     if device.type != "cpu":
-        return False, f"eager on {device.type}: on a GPU the compiled model changed top-10s too often (README)"
+        why = "on a GPU the compiled model changed top-10s too often (docs/performance.md)"
+        return False, f"eager on {device.type}: {why}"
     pays = images_to_embed >= COMPILE_PAYS_FROM
     verdict = "compiled: it pays" if pays else "eager: compiling would cost more than it saves"
     return pays, f"{images_to_embed} images to embed, compiling pays from {COMPILE_PAYS_FROM}: {verdict}"
@@ -161,7 +162,7 @@ def compile_model(
         return model
     example = torch.zeros(1, 3, side, side, device=device).contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), warnings.catch_warnings():
-        # deprecated in favour of torch.compile, which measured far slower to compile here (see above, README)
+        # deprecated in favour of torch.compile, which measured far slower to compile (docs/performance.md)
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
         compiled = finish(torch.jit.trace(model, example))
     with torch.inference_mode():
@@ -172,7 +173,7 @@ def compile_model(
 
 # Half precision: under torch.autocast, convolutions and matrix products run in float16 or bfloat16 (on a
 # GPU's tensor cores), the rest stays float32, and the vectors change slightly. Measured (benchmarks/levers.py
-# --only-precision, README "Half precision"): on an NVIDIA H200, float16 ran ResNet-50 alone 1.26 x float32
+# --only-precision, docs/performance.md "Half precision"): on an NVIDIA H200, float16 ran ResNet-50 alone 1.26 x float32
 # (whose convolutions already use TF32 tensor cores) but the pipeline only 1.02 x, reading being the bound,
 # and ResNet-152 (random weights) overflowed float16's range; bfloat16 gained less and agreed less; on a
 # CPU without native bfloat16 (AVX2), bfloat16 ran 0.13 x. So the default is float32 everywhere.
