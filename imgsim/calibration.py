@@ -1,36 +1,37 @@
 """Step 8, calibrating the near-duplicate threshold on the collection itself, for any model and weights.
 
-The scale of centred scores changes with the model and the weights, so no fixed threshold fits all.
-Copies of a sample of the collection's own images, with the edits that make a near-duplicate in
-practice (half the size, JPEG quality 40, 5 % trimmed off the edges), show where it lies:
+The scale of centred scores changes with the model and the weights, so no fixed threshold fits all. The
+collection's own scores show where it lies, without a guess at how the user's copies were made:
 
-1. copies -> vectors: each copy is made and embedded in memory, like a file read from the folder;
-2. vectors -> links: each copy with its original and its nearest stored images, and the collection's
-   own pairs from the analyses' neighbour source, down to the lowest threshold worth trying;
-3. links -> groups at each candidate threshold, formed by `duplicate_groups`, the rule that groups the
-   collection: **recall** is the share of copies grouped with their original, **precision** the share
-   of right pairs among the pairs that the collection's own groups form with a sampled image;
-4. the threshold is the candidate where the smaller of the two is largest; it separates near-duplicates
-   from unrelated images when both reach 0.9.
+1. **The gap.** Each image's score with its nearest other image (up to GAP_SAMPLE images drawn at random,
+   every folder in proportion) is high for a near-duplicate and lower, spread over a broad bulk, for an
+   image with none. The threshold is the lowest point, between the typical nearest score and 1, whose band
+   (GAP_HALF_WIDTH either side) holds the fewest of those scores: the emptiest stretch between the images
+   that have a near-duplicate and those that do not. How many scores the band still holds says how clear
+   the gap is; a collection without near-duplicates has its gap just above its highest nearest scores.
+2. **Recall.** Copies of a sample of the images, with the edits that make a near-duplicate in practice
+   (half the size, JPEG quality 40, 5 % trimmed off the edges), are made and embedded in memory: the share
+   that scores at or above the threshold with its original is the recall, by kind of edit, with its 95 %
+   interval. Where fewer than SEPARATES of them are found, the gap lies among near-duplicates, not below
+   them: the scores do not separate near-duplicates from unrelated images, and only identical files are
+   grouped.
 
-A pair is right when both images may be copies of one picture: the collection may hold copies of a
-sampled image already (its *relatives*), told on the evidence of the image's own copies (`relatives_of`).
-The calibration only knows the edits it plants: a mirrored or heavily cropped picture, or a burst of
-shots of one scene, are other pictures.
+Look-alikes (two photos of one garment, burst shots of one scene) can score as high as copies and are then
+grouped: for the model they are near-duplicates. Stronger edits than the gap allows (a thumbnail, a heavy
+crop) score lower and are missed. benchmarks/calibration.py measures both on collections drawn at random.
 """
 
 import io
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from imgsim.duplicates import duplicate_groups, keepers_first
 from imgsim.files import relative_key, spread_sample
 from imgsim.reading import LoadedImage, decode_image, open_image
-from imgsim.report import calibration_text, collection_fingerprint, load_saved, remove_leftovers, save_result
+from imgsim.report import collection_fingerprint, load_saved, remove_leftovers, save_result
 
 
 def central_box(size: tuple[int, int], share: float) -> tuple[int, int, int, int]:
@@ -44,9 +45,10 @@ COPY_KINDS = {  # name: (edit, JPEG quality of the copy)
     "reencoded": (lambda image: image, 40),
     "cropped": (lambda image: image.crop(central_box(image.size, 0.95)), 90),
 }
-SEPARATES = 0.9  # precision and recall on the planted copies both at least this: the threshold separates
-NEAREST_LOOKED_AT = 20  # stored images looked at around each copy; a picture is rarely copied more often
-THRESHOLDS_TRIED = 100
+GAP_SAMPLE = 2_000  # images drawn at random whose nearest other image's score shows the gap, at most
+GAP_HALF_WIDTH = 0.02  # a threshold's band: the scores this close to it
+THRESHOLD_STEP = 0.001
+SEPARATES = 0.5  # planted copies found at the threshold, at least, for the scores to separate near-duplicates
 FEWEST_SAMPLED = 20  # images given copies, at least (or all of a smaller collection)
 SAMPLED_SHARE = 6  # at most one image in this many gets copies, so the copies cost about half the embedding
 
@@ -73,140 +75,47 @@ def make_copies(path: Path, preprocess) -> list[LoadedImage]:
     return copies
 
 
-def relatives_of(truth, kinds, links, copy_scores) -> list[tuple[str, str]]:
-    """(sampled image, stored image) pairs where the stored image may be a copy of the same picture.
-
-    A stored image is a relative when it scores with the sampled image or one of its copies at least as
-    high as the image's own weakest copy does, or with the image at least as high as most copies (the
-    median) of the kind that changes images most score with their originals. Where that holds for more
-    than half as many stored images as NEAREST_LOOKED_AT, the scores do not single out copies (a picture is
-    rarely copied that often; pure noise, say), and the image is given none.
-    """
-    copy_score = dict(zip(truth, copy_scores, strict=True))
-    most_changed = min(
-        np.median([copy_score[copy] for copy in truth if kinds[copy] == kind]) for kind in set(kinds.values())
-    )
-    weakest_copy = defaultdict(lambda: np.inf)
-    for copy, original in truth.items():
-        weakest_copy[original] = min(weakest_copy[original], copy_score[copy])
-    closest, plain = {}, {}  # (sampled image, stored image): best score with it or a copy; with it alone
-    for a, b, score in links:
-        for one, other in ((a, b), (b, a)):
-            original = truth.get(one, one)
-            if other not in truth and original in weakest_copy and other != original:
-                closest[original, other] = max(score, closest.get((original, other), -np.inf))
-                plain[original, other] = score if one == original else plain.get((original, other), -np.inf)
-    relatives = [
-        pair for pair, score in closest.items() if score >= weakest_copy[pair[0]] or plain[pair] >= most_changed
-    ]
-    per_image = Counter(key for key, _ in relatives)
-    return sorted((key, other) for key, other in relatives if per_image[key] <= NEAREST_LOOKED_AT // 2)
+def emptiest_gap(nearest: np.ndarray) -> tuple[float, int]:
+    """The lowest threshold, between the typical nearest score and 1, whose band (the scores within
+    GAP_HALF_WIDTH of it) holds the fewest of the `nearest` scores, and how many it holds."""
+    nearest = np.sort(nearest[np.isfinite(nearest)])
+    thresholds = np.arange(np.median(nearest), 1 - GAP_HALF_WIDTH, THRESHOLD_STEP)
+    if not len(thresholds):
+        return 1 - GAP_HALF_WIDTH, 0
+    in_band = np.searchsorted(nearest, thresholds + GAP_HALF_WIDTH)
+    in_band -= np.searchsorted(nearest, thresholds - GAP_HALF_WIDTH)
+    lowest = int(np.argmin(in_band))  # argmin takes the first, the lowest of the emptiest
+    return float(np.round(thresholds[lowest], 6)), int(in_band[lowest])
 
 
-@dataclass
-class CopiesAndNeighbours:
-    """The sampled images, their copies, and the links that can group them: the collection's own pairs,
-    and each copy's with its original and its nearest stored images. `keepers_first` orders the stored
-    images for `duplicate_groups`; a copy comes after every stored image (it stands for a smaller or newer
-    file), so it never changes their groups. A sampled image and its relatives share a picture.
-    """
-
-    sample: list[str]
-    truth: dict[str, str]  # copy -> original
-    kinds: dict[str, str]  # copy -> kind of edit
-    links: list[tuple[str, str, float]]  # (image or copy, image or copy, centred score)
-    copy_scores: np.ndarray  # each copy with its original, in the order of `truth`
-    keepers_first: list[str]
-    lowest: float | None = None  # the lowest threshold tried (None: the lowest copy score)
-    relatives: list[tuple[str, str]] = field(init=False)
-    pictures: dict[str, set] = field(init=False)
-
-    def __post_init__(self):
-        self.relatives = relatives_of(self.truth, self.kinds, self.links, self.copy_scores)
-        self.pictures = {key: {key} for key in self.sample}
-        for key, other in self.relatives:
-            self.pictures.setdefault(other, {other}).add(key)
-
-    @property
-    def duplicated_share(self) -> float:
-        """Share of the sampled images that share a picture with another stored image."""
-        return len({key for pair in self.relatives for key in pair} & set(self.sample)) / len(self.sample)
-
-    def measure(self, threshold: float) -> dict:
-        """Precision and recall (overall and by kind) at `threshold`."""
-        pairs = [link for link in self.links if link[2] >= threshold]
-        groups = duplicate_groups(self.keepers_first + list(self.truth), pairs, [])
-        group_of = {key: number for number, group in enumerate(groups) for key in group}
-        found = {copy for copy, original in self.truth.items() if group_of.get(copy, -1) == group_of.get(original)}
-        sample, copies = set(self.sample), self.truth.keys()
-        counted = [
-            (a, b)
-            for group in groups
-            for n, a in enumerate(group)
-            for b in group[n + 1 :]
-            if (a in sample or b in sample) and a not in copies and b not in copies
-        ]
-        right = sum(bool(self.pictures.get(a, {a}) & self.pictures.get(b, {b})) for a, b in counted)
-        by_kind = {kind: [copy in found for copy, k in self.kinds.items() if k == kind] for kind in COPY_KINDS}
-        return {
-            "precision": right / len(counted) if counted else 1.0,
-            "recall": len(found) / len(self.truth),
-            "recall_by_kind": {kind: float(np.mean(hits)) for kind, hits in by_kind.items() if hits},
-        }
-
-    def best_threshold(self) -> float:
-        """The candidate where the smaller of precision and recall is largest; ties go to the middle of the run.
-
-        Candidates lie at THRESHOLDS_TRIED levels of recall: each just below a copy score (at or above
-        `lowest`), midway to the next lower score a link takes.
-        """
-        lowest = self.copy_scores.min() if self.lowest is None else self.lowest
-        scores = np.unique(np.concatenate([self.copy_scores, [score for _, _, score in self.links]]))
-        midpoints = np.concatenate([scores[:1], (scores[:-1] + scores[1:]) / 2])
-        reachable = self.copy_scores[self.copy_scores >= lowest]
-        levels = np.quantile(reachable if len(reachable) else self.copy_scores.max(keepdims=True),
-                             np.linspace(0, 1, THRESHOLDS_TRIED), method="nearest")  # fmt: skip
-        candidates = np.unique(np.maximum(midpoints[np.searchsorted(scores, levels)], lowest))
-        quality = [round(min(m["precision"], m["recall"]), 6) for m in map(self.measure, candidates)]
-        best = [t for t, q in zip(candidates, quality, strict=True) if q == max(quality)]
-        return float(best[len(best) // 2])
-
-
-def copies_and_neighbours(neighbours, sample, origins, copy_vectors, keepers: list[str]) -> CopiesAndNeighbours:
-    """Score the copies with their originals and their nearest stored images, and take the collection's own
-    pairs (as the analyses will) down to the lowest threshold worth trying: the lowest copy score, or, if
-    higher, the score of a copy's NEAREST_LOOKED_AT-th nearest image (the median over the copies), below
-    which groups grow beyond what copies of one picture make.
-
-    `origins` gives each copy's (original, kind), in the order of `copy_vectors`.
-    """
-    copies = [f"{kind} copy of {original}" for original, kind in origins]
-    truth = {copy: original for copy, (original, _) in zip(copies, origins, strict=True)}
-    kinds = {copy: kind for copy, (_, kind) in zip(copies, origins, strict=True)}
-    originals = neighbours.centred_of(list(truth.values()))
-    copy_scores = np.sum(neighbours.centre(copy_vectors) * originals, axis=1)
-    around_copies = neighbours.nearest_to_vectors(copy_vectors, NEAREST_LOOKED_AT)
-    furthest_looked_at = np.median([found[-1][1] for found in around_copies if found])
-    lowest = max(float(copy_scores.min()), float(furthest_looked_at))
-    links, _ = neighbours.pairs_above(lowest)
-    links += [(copy, truth[copy], float(score)) for copy, score in zip(copies, copy_scores, strict=True)]
-    links += [(copy, other, score) for copy, found in zip(copies, around_copies, strict=True) for other, score in found]
-    return CopiesAndNeighbours(sample, truth, kinds, links, copy_scores, keepers, lowest)
+def wilson_interval(hits: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % interval of a share measured as hits out of total."""
+    if total == 0:
+        return 0.0, 1.0
+    share = hits / total
+    centre = (share + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * np.sqrt(share * (1 - share) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass
 class Calibration:
-    """The threshold, how it was chosen, and how well it groups the planted copies."""
+    """The threshold, how it was chosen, the pairs it finds and how many chance explains, and the planted
+    copies it finds (recall)."""
 
     threshold: float | None
     chosen: str  # "auto" or "given"
     fingerprint: str = ""
+    images_looked_at: int = 0  # images drawn at random whose nearest other image's score was taken
+    in_band: int | None = None  # of those, how many score within GAP_HALF_WIDTH of the threshold
+    images_above: float | None = None  # images of the collection whose nearest scores at or above it (estimated)
+    closest_pairs: list = field(default_factory=list)  # the highest-scoring of those images with their nearest
     sample_images: int = 0
     copy_scores: list[float] = field(default_factory=list)
-    precision: float | None = None
-    recall: float | None = None
+    copy_kinds: list[str] = field(default_factory=list)
+    recall: float | None = None  # planted copies at or above the threshold with their original
+    recall_interval: tuple[float, float] | None = None
     recall_by_kind: dict[str, float] = field(default_factory=dict)
-    duplicated_share: float | None = None  # share of sampled images taken for copies of a stored picture
     separable: bool | None = None
     seconds: float = 0.0  # spent by this run (0 when reused)
     reused: bool = False
@@ -217,46 +126,110 @@ class Calibration:
         return self.threshold if self.chosen == "given" or self.separable else None
 
     def __str__(self) -> str:
-        return calibration_text(self, SEPARATES)
+        """What the calibration found, in words; NOT SEPARABLE said plainly, with the closest pairs and the setting."""
+        if self.threshold is None:
+            return "no threshold: a single image has no neighbour to measure"
+        lines = [f"threshold {self.threshold:.4f} ({'given' if self.chosen == 'given' else 'chosen'})"
+                 + (" reused: collection, model and settings unchanged" if self.reused else "")]  # fmt: skip
+        if self.images_above is not None:
+            lines.append(
+                f"of {self.images_looked_at} images drawn at random, {self.in_band} have their nearest other image "
+                f"within {GAP_HALF_WIDTH} of it (the fewer, the clearer the gap); about {self.images_above:.0f} images "
+                "of the collection have a near-duplicate at or above it"
+            )
+        if self.copy_scores:
+            low, high = self.recall_interval
+            kinds = ", ".join(f"{kind} {share:.2f}" for kind, share in self.recall_by_kind.items())
+            found = round(self.recall * len(self.copy_scores))
+            lines.append(
+                f"planted copies of {self.sample_images} images: {found} of {len(self.copy_scores)} score at or "
+                f"above it with their original (recall {self.recall:.3f}, 95 % interval {low:.2f}-{high:.2f}; {kinds})"
+            )
+        if self.chosen == "auto" and not self.separable:
+            closest = "; ".join(f"{a} = {b} ({score:.3f})" for a, b, score in self.closest_pairs)
+            lines.append(
+                f"NOT SEPARABLE: at the emptiest gap in the scores, fewer than {SEPARATES:.0%} of the planted copies "
+                "are found. With this model and these weights, near-duplicates "
+                "cannot be told from unrelated images, so only files with identical bytes are grouped. "
+                f"The closest pairs: {closest or 'none'}. To group at a score of your choosing, set "
+                "IMGSIM_DUPLICATE_THRESHOLD (DUPLICATE_THRESHOLD in the parameters cell) to a centred cosine."
+            )
+        return "\n".join(lines)
+
+
+def nearest_pairs(neighbours) -> list[tuple[str, str, float]]:
+    """Up to GAP_SAMPLE stored images drawn at random, each with its nearest other stored image and their
+    centred score, highest first."""
+    rows = np.random.default_rng(0).permutation(len(neighbours.keys))[:GAP_SAMPLE]
+    keys = [neighbours.keys[row] for row in sorted(rows)]
+    found = neighbours.nearest_to_stored(keys, 1)
+    pairs = [(key, *others[0]) for key, others in zip(keys, found, strict=True) if others]
+    return sorted(pairs, key=lambda pair: -pair[2])
+
+
+def calibrate_vectors(neighbours, origins: list[tuple[str, str]], copy_vectors: np.ndarray, threshold) -> Calibration:
+    """The calibration on the collection's vectors and the planted copies' (`origins` gives each copy's original
+    and kind of edit, in the order of `copy_vectors`); `threshold` None chooses one."""
+    pairs = nearest_pairs(neighbours)
+    nearest = np.array([score for _, _, score in pairs])
+    calibration = Calibration(threshold, "auto" if threshold is None else "given", images_looked_at=len(pairs))
+    calibration.closest_pairs = [pair for pair in pairs if pair[0] < pair[1] or (pair[1], pair[0]) not in pairs][:5]
+    if not pairs:
+        return calibration
+    gap, calibration.in_band = emptiest_gap(nearest)
+    threshold = calibration.threshold = gap if threshold is None else threshold
+    calibration.images_above = float(np.mean(nearest >= threshold) * len(neighbours.keys))
+    if not origins:
+        return calibration
+    originals = neighbours.centred_of([original for original, _ in origins])
+    scores = np.sum(neighbours.centre(copy_vectors) * originals, axis=1)
+    kinds = [kind for _, kind in origins]
+    hits = scores >= threshold
+    calibration.sample_images = len({original for original, _ in origins})
+    calibration.copy_scores, calibration.copy_kinds = scores.tolist(), kinds
+    calibration.recall = float(hits.mean())
+    calibration.recall_interval = wilson_interval(int(hits.sum()), len(hits))
+    calibration.recall_by_kind = {kind: float(np.mean(hits[np.array(kinds) == kind])) for kind in dict.fromkeys(kinds)}
+    calibration.separable = calibration.recall >= SEPARATES
+    return calibration
+
+
+def planted_sample(stored: dict[str, dict], folder: Path, exact_groups: list[list[str]], most: int) -> list[Path]:
+    """The images that get planted copies: spread over the labels, none with an identical file beside it."""
+    if len(stored) < 2:
+        return []
+    identical = {key for group in exact_groups for key in group}
+    candidates = [folder / key for key in sorted(stored) if key not in identical]
+    return spread_sample(candidates, folder, sampled_images(len(stored), most))
 
 
 def calibrate(
     neighbours, client, collection, folder: Path, embed, stored, *, sample_size, threshold, workdir, exact_groups
 ):
-    """Plant copies of up to `sample_size` images and choose the threshold (`threshold` None: auto).
+    """Choose the threshold (`threshold` None: auto) and measure it on copies of up to `sample_size` images.
 
     `embed` is the notebook's `embed_in_batches` with its model and settings. A calibration saved in
     `workdir` for the same collection contents, model, settings and neighbour source is reused.
     """
     remove_leftovers(client, collection, workdir, COPY_KINDS)
-    chosen = "auto" if threshold is None else "given"
     kinds = {kind: quality for kind, (_, quality) in COPY_KINDS.items()}
-    recipe = [sample_size, FEWEST_SAMPLED, SAMPLED_SHARE, threshold, kinds]
-    recipe += [NEAREST_LOOKED_AT, neighbours.name, "star groups of the collection's own pairs"]
+    recipe = [sample_size, FEWEST_SAMPLED, SAMPLED_SHARE, threshold, kinds, neighbours.name]
+    recipe += ["emptiest gap", GAP_SAMPLE, GAP_HALF_WIDTH, SEPARATES]
     fingerprint = collection_fingerprint(stored, recipe)
     cache = workdir / f"calibration-{collection}.json"
     if saved := load_saved(cache, fingerprint):
         return Calibration(**saved | {"seconds": 0.0}, reused=True)
-    identical = {key for group in exact_groups for key in group}
-    candidates = [folder / key for key in sorted(stored) if key not in identical]
-    sources = spread_sample(candidates, folder, sampled_images(len(stored), sample_size)) if len(stored) > 1 else []
     started = time.perf_counter()
     origins, vectors, made = [], [], Counter()
+    sources = planted_sample(stored, folder, exact_groups, sample_size)
     for copies, copy_vectors in embed(sources, load=make_copies, progress="planted copies"):
         for copy in copies:  # each source's copies come in the order of COPY_KINDS
             key = relative_key(copy.path, folder)
             origins.append((key, list(COPY_KINDS)[made[key]]))
             made[key] += 1
         vectors.append(copy_vectors)
-    if not origins:  # nothing sampled, or every sampled file became unreadable since it was embedded
-        return Calibration(threshold, chosen, fingerprint)
-    sample = list(dict.fromkeys(key for key, _ in origins))
-    planted = copies_and_neighbours(neighbours, sample, origins, np.concatenate(vectors), keepers_first(stored))
-    threshold = planted.best_threshold() if threshold is None else threshold
-    measured = planted.measure(threshold)  # precision, recall, recall_by_kind
-    separable = min(measured["precision"], measured["recall"]) >= SEPARATES
-    copy_scores, share, seconds = planted.copy_scores.tolist(), planted.duplicated_share, time.perf_counter() - started
-    calibration = Calibration(threshold, chosen, fingerprint, len(sample), copy_scores, **measured,
-                              duplicated_share=share, separable=separable, seconds=seconds)  # fmt: skip
+    copy_vectors = np.concatenate(vectors) if vectors else np.zeros((0, len(neighbours.mean)), dtype=np.float32)
+    calibration = calibrate_vectors(neighbours, origins, copy_vectors, threshold)
+    calibration.fingerprint, calibration.seconds = fingerprint, time.perf_counter() - started
     save_result(cache, asdict(calibration))
     return calibration

@@ -65,7 +65,17 @@ class ExactNeighbours(NeighbourSource):
     name = "numpy"
 
     def __init__(self, client, collection: str):
-        self.keys, self.vectors = fetch_vectors(client, collection)
+        self.hold(*fetch_vectors(client, collection))
+
+    @classmethod
+    def of_vectors(cls, keys: list[str], vectors: np.ndarray) -> "ExactNeighbours":
+        """The source over vectors already in memory, without a client (benchmarks/calibration.py)."""
+        source = cls.__new__(cls)
+        source.hold(keys, vectors)
+        return source
+
+    def hold(self, keys: list[str], vectors: np.ndarray) -> None:
+        self.keys, self.vectors = keys, vectors
         self.index = {key: i for i, key in enumerate(self.keys)}
         self.mean = self.vectors.mean(axis=0) if len(self.keys) else np.zeros(0, dtype=np.float32)
         self.centred = centre(self.vectors, self.mean)

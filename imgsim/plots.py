@@ -16,6 +16,7 @@ from IPython.display import Image, display
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from torchvision.transforms import functional as TF
 
+from imgsim.calibration import GAP_HALF_WIDTH
 from imgsim.ideas import plot_graph_search, plot_similarity
 from imgsim.reading import load_image, thumbnail
 
@@ -157,9 +158,10 @@ def plot_score_histogram(nearest, calibration, caption: str):
     ax.set_ylabel("images")
     ax.legend(loc="upper left", fontsize=8)
     found = ""
-    if calibration.precision is not None:
+    if calibration.recall is not None and calibration.in_band is not None:
         found = (
-            f"\nplanted copies at the threshold: precision {calibration.precision:.2f}, recall {calibration.recall:.2f}"
+            f"\nnearest scores within {GAP_HALF_WIDTH} of the threshold: {calibration.in_band} of "
+            f"{calibration.images_looked_at}; planted copies at or above it: {calibration.recall:.2f}"
         )
     ax.set_title(caption + found, fontsize=9)
     return fig

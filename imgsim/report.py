@@ -94,17 +94,20 @@ def rounded(value: float | None) -> float | None:
 
 
 def calibration_report(calibration) -> dict:
-    """The report's `duplicates.calibration`: the threshold, how it was chosen, and how well it groups the copies."""
+    """The report's `duplicates.calibration`: the threshold, how it was chosen, how clear its gap is, the recall."""
     return {
         "threshold": rounded(calibration.threshold),
         "chosen": calibration.chosen,
+        "images_looked_at": calibration.images_looked_at,
+        "in_band": calibration.in_band,
+        "images_above": rounded(calibration.images_above),
         "planted_copies": len(calibration.copy_scores),
         "sample_images": calibration.sample_images,
-        "precision": rounded(calibration.precision),
         "recall": rounded(calibration.recall),
+        "recall_interval": calibration.recall_interval and [rounded(bound) for bound in calibration.recall_interval],
         "recall_by_kind": {kind: round(value, 4) for kind, value in calibration.recall_by_kind.items()},
-        "sample_duplicated_share": rounded(calibration.duplicated_share),
         "separable": calibration.separable,
+        "closest_pairs": [[a, b, rounded(score)] for a, b, score in calibration.closest_pairs],
         "seconds": round(calibration.seconds, 3),
         "reused": calibration.reused,
     }
@@ -119,28 +122,6 @@ def duplicates_report(calibration, groups: list[list[str]]) -> dict:
         "groups": groups,
         "calibration": calibration_report(calibration),
     }
-
-
-def calibration_text(calibration, separates: float) -> str:
-    """What the calibration found, in words; NOT SEPARABLE (no threshold reaches `separates` on both) said plainly."""
-    if not calibration.copy_scores:
-        return (
-            f"threshold {calibration.threshold} ({calibration.chosen}); no copies were planted, so it was not checked"
-        )
-    text = (
-        f"threshold {calibration.threshold:.4f} {'given' if calibration.chosen == 'given' else 'chosen'} with "
-        f"{len(calibration.copy_scores)} planted copies of {calibration.sample_images} images"
-        f"{' (reused: collection, model and settings unchanged)' if calibration.reused else ''}: on those copies "
-        f"precision {calibration.precision:.3f}, recall {calibration.recall:.3f}; "
-        f"{calibration.duplicated_share:.1%} of the sampled images look like copies of another stored image"
-    )
-    if calibration.chosen == "auto" and not calibration.separable:
-        text += (
-            f"\nNOT SEPARABLE: no threshold reaches {separates:.0%} on both precision and recall. With this model and "
-            "these weights, near-duplicates cannot be told from unrelated images, so no near-duplicate groups are "
-            "formed; only files with identical bytes are grouped."
-        )
-    return text
 
 
 def collection_fingerprint(stored: dict[str, dict], recipe: list) -> str:

@@ -126,10 +126,17 @@ def index_with_random_weights(
     client: QdrantClient, folder: Path, paths: list[Path], model_name: str = "resnet18"
 ) -> Embedders:
     """The notebook's indexing of `paths` into collection "images", with random weights; returns its embedders."""
-    cpu = torch.device("cpu")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="IMGSIM_WEIGHTS=none")  # random weights on purpose
-        model, preprocess, weights_id, size = feature_extractor(model_name, "none", cpu)
+        extractor = feature_extractor(model_name, "none", torch.device("cpu"))
+    return index_with(client, folder, paths, extractor, model_name)
+
+
+def index_with(client: QdrantClient, folder: Path, paths: list[Path], extractor, model_name: str) -> Embedders:
+    """The notebook's indexing of `paths` into collection "images" with `extractor` (what `feature_extractor`
+    gives); returns its embedders."""
+    cpu = torch.device("cpu")
+    model, preprocess, weights_id, size = extractor
     client.create_collection("images", vectors_config=models.VectorParams(size=size, distance=models.Distance.DOT))
     sync = FolderSync(client, "images", folder, f"{model_name}/{weights_id}")
     embed_batches = partial(embed_in_batches, model=model, preprocess=preprocess, device=cpu, batch_size=16, workers=2)
@@ -138,13 +145,15 @@ def index_with_random_weights(
     return Embedders(partial(embed_file, model=model, preprocess=preprocess, device=cpu), embed_batches)
 
 
-def calibrate_as_the_notebook_does(client: QdrantClient, folder: Path, embed, neighbours, sample_size: int, workdir):
-    """Section 8 on collection "images" with no threshold set: (stored payloads, calibration, groups)."""
+def calibrate_as_the_notebook_does(
+    client: QdrantClient, folder: Path, embed, neighbours, sample_size: int, workdir, threshold: float | None = None
+):
+    """Section 8 on collection "images", with no threshold set unless given: (stored payloads, calibration, groups)."""
     stored = stored_files(client, "images")
     exact = exact_duplicate_groups(stored)
     calibration = calibrate(
         neighbours, client, "images", folder, embed, stored,
-        exact_groups=exact, sample_size=sample_size, threshold=None, workdir=workdir,
+        exact_groups=exact, sample_size=sample_size, threshold=threshold, workdir=workdir,
     )
     pairs, _ = neighbours.pairs_above(calibration.grouping_threshold)
     return stored, calibration, duplicate_groups(keepers_first(stored), pairs, exact)
