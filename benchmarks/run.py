@@ -517,6 +517,13 @@ def setup(description: str, levers: bool = False) -> tuple[argparse.Namespace, t
         parser.add_argument(
             "--only-timed-folder", action="store_true", help="only the 2,000 photos timed eager and compiled"
         )
+        parser.add_argument(
+            "--only-runtime", action="store_true", help="only torch eager, jit compile and ONNX Runtime, vs the roof"
+        )
+        parser.add_argument("--folder-images", type=int, default=2_000, help="photos timed end to end (runtime)")
+        parser.add_argument(
+            "--weights", default="none", help="anything IMGSIM_WEIGHTS takes: none (random), a name, a .pth file"
+        )
     args = parser.parse_args()
     device = pick_device("auto")
     args.batch_size = args.batch_size or default_batch_size(device)
