@@ -108,6 +108,8 @@ def onnx_runtime_model(model: torch.nn.Module, side: int, path: Path, export=exp
     images. The session's vectors are checked against torch's on one batch. When anything fails, `model`
     comes back and the reason is printed on one line: the run goes on with torch, and says so.
     """
+    if isinstance(model, OnnxRuntimeModel):  # the cell run again: already there
+        return model, f"ONNX Runtime already runs the model from {model.path}"
     cached = path.is_file()
     try:
         if not cached:

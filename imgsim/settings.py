@@ -17,7 +17,7 @@ import torchvision
 
 from imgsim.embedding import default_workers
 from imgsim.files import is_inside
-from imgsim.model import COMPILE_CHOICES, PRECISIONS, RESNETS, pick_device
+from imgsim.model import PRECISIONS, RESNETS, pick_device
 from imgsim.runtime import RUNTIMES
 
 
@@ -45,7 +45,6 @@ class Settings:
     plant_duplicates: int
     neighbour_source: str  # "numpy" or "qdrant": where the analyses' neighbours come from
     move_duplicates_to: Path | None  # None: nothing moves
-    compile: str  # auto (compile when the images to embed repay it), on or off
     precision: str  # float32, or float16 or bfloat16 under torch.autocast
     runtime: str  # auto (ONNX Runtime on a CPU, torch on a GPU), torch or onnxruntime
 
@@ -215,7 +214,6 @@ def check_parameters(parameters: dict) -> Settings:
         plant_duplicates=planted_images(value("PLANT_DUPLICATES"), threshold),
         neighbour_source=neighbour_source(value("NEIGHBOUR_SOURCE"), url),
         move_duplicates_to=quarantine(value("MOVE_DUPLICATES_TO"), image_dir),
-        compile=one_of("COMPILE", value("COMPILE"), COMPILE_CHOICES),
         precision=one_of("PRECISION", value("PRECISION"), PRECISIONS),
         runtime=runtime_choice(value("RUNTIME"), value("PRECISION"), value("DEVICE")),
     )

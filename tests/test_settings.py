@@ -79,7 +79,6 @@ GIVEN = DEFAULTS | {"WEIGHTS": "none", "DUPLICATE_THRESHOLD": "0.9", "PLANT_DUPL
         ("DEVICE", "", "auto, cpu, cuda"),
         ("DUPLICATE_THRESHOLD", "", "auto, or a number"),
         ("NEIGHBOUR_SOURCE", "", "auto, numpy, qdrant"),
-        ("COMPILE", "", "auto, on, off"),
         ("RUNTIME", "", "auto, torch, onnxruntime"),
     ],
 )
@@ -96,15 +95,6 @@ def test_parameters_become_typed_settings():
     assert settings.workers == 3 and settings.duplicate_threshold == 0.9
     assert settings.image_dir == SAMPLE_FOLDER and settings.qdrant_url is None
     assert "secret" not in str(check_parameters({**GIVEN, "QDRANT_API_KEY": "secret"}))
-
-
-def test_the_compile_setting_is_auto_on_or_off_and_a_wrong_value_names_the_variable():
-    parameters = DEFAULTS | {"MODEL": "resnet18", "WEIGHTS": "none", "PLANT_DUPLICATES": "9"}
-    assert check_parameters(parameters).compile == "auto"
-    assert check_parameters(parameters | {"COMPILE": " off "}).compile == "off"
-    assert check_parameters(parameters | {"COMPILE": "on"}).compile == "on"
-    with pytest.raises(SettingError, match="IMGSIM_COMPILE .*one of auto, on, off, not 'yes'"):
-        check_parameters(parameters | {"COMPILE": "yes"})
 
 
 def test_the_runtime_setting_is_auto_by_default_and_onnxruntime_only_where_it_can_run_the_model():
