@@ -120,7 +120,7 @@ def feature_extractor(model_name: str, weights: str | Path, device: torch.device
 
 # Half precision: under torch.autocast, convolutions and matrix products run in float16 or bfloat16 (on a
 # GPU's tensor cores), the rest stays float32, and the vectors change slightly. Measured (benchmarks/levers.py
-# --only-precision, README "Half precision"): on an NVIDIA H200, float16 ran ResNet-50 alone 1.26 x float32
+# --only-precision, docs/performance.md "Half precision"): on an NVIDIA H200, float16 ran ResNet-50 alone 1.26 x float32
 # (whose convolutions already use TF32 tensor cores) but the pipeline only 1.02 x, reading being the bound,
 # and ResNet-152 (random weights) overflowed float16's range; bfloat16 gained less and agreed less; on a
 # CPU without native bfloat16 (AVX2), bfloat16 ran 0.13 x. So the default is float32 everywhere.

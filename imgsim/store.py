@@ -29,7 +29,7 @@ SERVER_COLLECTION = {"hnsw_config": models.HnswConfigDiff(m=16, ef_construct=200
 # int8 scalar quantization in RAM would take 4 times less memory, but measured on Qdrant's engine
 # (benchmarks/server_settings.py, 10,500 ResNet-50 vectors) its HNSW search found 0.96 of the true top 10
 # even with rescoring at oversampling 8, and the near-duplicate pairs agreed with exact search at Jaccard
-# 0.94; without it, 0.999 and 1.0 (README, "Scaling up"). For a collection too large for its float32
+# 0.94; without it, 0.999 and 1.0 (docs/scaling.md). For a collection too large for its float32
 # vectors, add INT8_QUANTIZATION to SERVER_COLLECTION and pass INT8_SEARCH as every query's
 # `search_params=models.SearchParams(quantization=INT8_SEARCH)`, knowing that cost.
 INT8_QUANTIZATION = models.ScalarQuantization(

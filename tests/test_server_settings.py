@@ -58,15 +58,15 @@ def test_a_changed_store_setting_reaches_the_benchmark_shard(tmp_path):
     assert saved["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.9}}
 
 
-def test_the_readme_reports_measurements_of_the_settings_a_server_gets():
-    readme = (ROOT / "README.md").read_text()
+def test_the_scaling_page_reports_measurements_of_the_settings_a_server_gets():
+    page = (ROOT / "docs" / "scaling.md").read_text()
     row = r"\| HNSW `m=(\d+)`, `ef_construct=(\d+)`, `hnsw_ef=\d+`, float32 \(the notebook's settings when measured"
-    measured = re.search(row, readme)
+    measured = re.search(row, page)
     hnsw = SERVER_COLLECTION["hnsw_config"]
-    assert measured, "the README's recall table has a row for the notebook's settings"
+    assert measured, "docs/scaling.md's recall table has a row for the notebook's settings"
     assert tuple(map(int, measured.groups())) == (hnsw.m, hnsw.ef_construct)
     assert "quantization_config" not in SERVER_COLLECTION, "float32, as measured"
-    indexed = re.search(r"keyword payload indexes on `(\w+)`, `(\w+)` and `(\w+)`", readme)
+    indexed = re.search(r"keyword payload indexes on `(\w+)`, `(\w+)` and `(\w+)`", page)
     assert indexed and set(indexed.groups()) == set(PAYLOAD_INDEXES)
 
 
