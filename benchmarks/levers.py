@@ -58,7 +58,6 @@ from run import (
     photo_sets,
     pipeline_rate,
     print_table,
-    random_model,
     save_json,
     select_photos,
     setup,
@@ -415,7 +414,7 @@ def report_timed_folder(timed: dict) -> dict:
 
 def run_levers(args, device, machine: dict) -> dict:
     counts = CUDA if device.type == "cuda" else QUICK if args.quick else FULL
-    model, preprocess, _ = random_model(args.model, device)
+    model, preprocess, weights_id = the_model(args, device)
     if args.only_timed_folder:
         return {"timed_folder": report_timed_folder(timed_folder_study(args, device, model, preprocess))}
     photos = photo_sets(args, counts["small"], 0 if args.only_precision else counts["large"])
@@ -444,7 +443,8 @@ def run_levers(args, device, machine: dict) -> dict:
             rows.append(["half precision (autocast)", name, on, rate, rate / study["float32_img_per_s"]])
 
     print(describe_machine(machine))
-    print(f"Model: {args.model} (random weights); defaults: batch {args.batch_size}, {args.workers} reading threads,")
+    print(f"Model: {args.model}, weights: {weights_id} (every figure below); defaults: batch {args.batch_size},")
+    print(f"{args.workers} reading threads,", end=" ")
     print(f"channels_last, float32, JPEG draft on; medians of {counts['rounds']} rounds measured in turns\n")
     print_table(
         ["lever", "setting", "measured on", "img/s", "vs default"],
@@ -464,9 +464,10 @@ def run_levers(args, device, machine: dict) -> dict:
             f"{study[f'{name}_top10_overlap']:.1%} of neighbours shared, vectors differ by at most "
             f"{study[f'{name}_max_abs_difference']:.1e}"
         )
+    scores = "with random weights this is a stress test" if weights_id.startswith("none") else f"weights {weights_id}"
     print(
-        f"      With random weights this is a stress test: two photos score {study['mean_pair_score_fp32']:.4f} "
-        "on average, so neighbours are nearly tied and small rounding reorders them.\n"
+        f"      Two photos score {study['mean_pair_score_fp32']:.4f} on average ({scores}): the closer to 1, the more "
+        "nearly neighbours tie and small rounding reorders them.\n"
     )
     results = {"agreement": study}
     if compiling:
@@ -581,6 +582,7 @@ def runtime_model_rounds(args, device, counts: dict, variants: dict, side: int) 
             measured[f"{name}_batch1_ms"] = latency_ms(run_model, side)
         measured["roof_gflops_after"] = roof_gflops()
         rounds.append(measured)
+        log(f"runtime round {number}: {measured}")
     return rounds
 
 
