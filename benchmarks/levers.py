@@ -6,6 +6,7 @@
     python benchmarks/levers.py --only-precision [--quick]   # half precision: speed in turns, top-10 agreement
     python benchmarks/levers.py --only-timed-folder           # only the 2,000 photos timed (about 3 minutes)
     python benchmarks/levers.py --only-runtime --weights PATH # the runtime lever (about 20 minutes on 2 cores)
+    python benchmarks/levers.py --only-agreement --weights PATH [--quick]  # top-10 agreement only
 
 Every run takes --weights (anything IMGSIM_WEIGHTS takes; default none, random weights) and prints which
 weights made its figures: agreement figures mean something only with trained weights.
@@ -274,6 +275,12 @@ def agreement_study(model, preprocess, device, batch_size: int, paths: list[Path
     pixels = torch.stack([load_image(path, preprocess).pixels for path in paths]).split(batch_size)
     variants = {name: in_precision(model, name) for name in half_precisions(device)}
     variants["compiled"] = compile_model(model, preprocess.crop_size[0], device)
+    if device.type == "cpu":
+        with tempfile.TemporaryDirectory(prefix="imgsim-onnx-") as folder:  # the session keeps what it read
+            onnx, why = onnx_runtime_model(model, preprocess.crop_size[0], Path(folder) / "model.onnx")
+        if onnx is model:
+            raise SystemExit(why)
+        variants["onnxruntime"] = onnx
 
     def embed_all(run_model) -> tuple[np.ndarray, float]:
         embed_pixels(run_model, pixels[0], preprocess, device)
@@ -417,8 +424,14 @@ def run_levers(args, device, machine: dict) -> dict:
     model, preprocess, weights_id = the_model(args, device)
     if args.only_timed_folder:
         return {"timed_folder": report_timed_folder(timed_folder_study(args, device, model, preprocess))}
-    photos = photo_sets(args, counts["small"], 0 if args.only_precision else counts["large"])
-    if args.only_precision:
+    photos = (
+        {"small": []}
+        if args.only_agreement
+        else photo_sets(args, counts["small"], 0 if args.only_precision else counts["large"])
+    )
+    if args.only_agreement:
+        plans = []
+    elif args.only_precision:
         plans = precision_plans(args, device, counts, model, preprocess, photos)
     elif args.only_compiling:
         plans = [compiling_plan(args, device, counts, model, preprocess)]
@@ -429,13 +442,19 @@ def run_levers(args, device, machine: dict) -> dict:
         log(f"lever {lever}: {on}")
         rates = compare_in_turns(settings, counts["rounds"])
         rows += [[lever, name, on, rate, rate / rates[default]] for name, rate in rates.items()]
-    compiling = None if args.only_precision else compile_study(args, device, counts, model, preprocess, photos["small"])
+    compiling = (
+        None
+        if args.only_precision or args.only_agreement
+        else compile_study(args, device, counts, model, preprocess, photos["small"])
+    )
     for on in ("model-only", "small photos") if compiling else ():
         kind = "model_only" if on == "model-only" else "pipeline"
         for name in ("eager", "compiled"):
             rate = compiling[f"{kind}_{name}"]
             rows.append([f"compiled model ({COMPILED_WITH})", name, on, rate, rate / compiling[f"{kind}_eager"]])
-    log(f"agreement: {counts['agreement']} small photos, float32, {', '.join(half_precisions(device))} and compiled")
+    log(
+        f"agreement: {counts['agreement']} photos, float32, {', '.join(half_precisions(device))}, compiled, onnxruntime"
+    )
     study = agreement_study(model, preprocess, device, args.batch_size, select_photos(args.images, counts["agreement"]))
     on = f"{study['images']} preprocessed small photos"
     for name in ("float32", *half_precisions(device)):
@@ -451,8 +470,10 @@ def run_levers(args, device, machine: dict) -> dict:
         [[lever, name, on, f"{rate:.1f}", f"{ratio:.2f}"] for lever, name, on, rate, ratio in rows],
     )
     targets = dict.fromkeys(half_precisions(device), HALF_PRECISION_AGREEMENT_TARGET) | {
-        "compiled": COMPILED_AGREEMENT_TARGET
+        "compiled": COMPILED_AGREEMENT_TARGET,
     }
+    if "onnxruntime_img_per_s" in study:  # measured on a CPU only
+        targets["onnxruntime"] = COMPILED_AGREEMENT_TARGET
     for name, target in targets.items():
         if failed := study.get(f"{name}_failed"):
             print(f"MISS  {name}: {failed}")

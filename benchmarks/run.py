@@ -532,6 +532,9 @@ def setup(description: str, levers: bool = False) -> tuple[argparse.Namespace, t
         parser.add_argument(
             "--only-runtime", action="store_true", help="only torch eager, jit compile and ONNX Runtime, vs the roof"
         )
+        parser.add_argument(
+            "--only-agreement", action="store_true", help="only top-10 agreement: half precision, compiled, onnxruntime"
+        )
         parser.add_argument("--folder-images", type=int, default=2_000, help="photos timed end to end (runtime)")
         parser.add_argument(
             "--weights", default="none", help="anything IMGSIM_WEIGHTS takes: none (random), a name, a .pth file"
