@@ -5,6 +5,11 @@
     python benchmarks/levers.py --only-compiling [--quick]   # compiling, half precision's agreement, the timed folder
     python benchmarks/levers.py --only-precision [--quick]   # half precision: speed in turns, top-10 agreement
     python benchmarks/levers.py --only-timed-folder           # only the 2,000 photos timed (about 3 minutes)
+    python benchmarks/levers.py --only-runtime --weights PATH # the runtime lever (about 20 minutes on 2 cores)
+    python benchmarks/levers.py --only-agreement --weights PATH [--quick]  # top-10 agreement only
+
+Every run takes --weights (anything IMGSIM_WEIGHTS takes; default none, random weights) and prints which
+weights made its figures: agreement figures mean something only with trained weights.
 
 On a CUDA GPU every run measures more images (the CUDA counts below), with or without --quick.
 
@@ -19,6 +24,13 @@ half precision and the compiled model also by how often their top-10 results equ
 timed end to end: 2,000 small photos (two crops of each shared photo, made in a temporary folder and
 removed) through the eager pipeline, and through compiling plus the compiled pipeline, taking turns slice
 by slice.
+
+The runtime lever (--only-runtime): torch eager, the jit compile (trace + optimize_for_inference) and ONNX
+Runtime (the notebook's default on a CPU, `imgsim/runtime.py`), model alone (in rounds, with batch-1
+latency) and end to end on the 2,000 small photos (slices in turns, the jit way starting with its compile,
+the ONNX way with its export), with top-10 agreement on those photos' vectors; each rate also as a share of
+the machine's roof: a 4096 x 4096 float32 matrix product measured in the same turns, against the model's
+multiply-adds counted on one image. OpenVINO is not measured (not installed here).
 """
 
 import copy
@@ -26,6 +38,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -34,8 +47,10 @@ import numpy as np
 import torch
 from PIL import Image
 from run import (
+    COMPILED_WITH,
     STARTED,
     TOP_K,
+    compile_model,
     describe_machine,
     log,
     loop_rate,
@@ -44,7 +59,6 @@ from run import (
     photo_sets,
     pipeline_rate,
     print_table,
-    random_model,
     save_json,
     select_photos,
     setup,
@@ -52,9 +66,11 @@ from run import (
 
 from imgsim.embedding import embed_images, embed_in_batches, embed_pixels, reads_while_computing
 from imgsim.files import find_images
-from imgsim.model import COMPILE_PAYS_FROM, COMPILED_WITH, compile_model, in_precision
+from imgsim.model import feature_extractor, in_precision
 from imgsim.reading import load_image, normalise_pixels
+from imgsim.runtime import export_onnx, onnx_file, onnx_runtime_model
 from imgsim.scoring import top_columns
+from imgsim.settings import SettingError, model_weights
 
 QUICK = {"rounds": 3, "small": 48, "large": 24, "model": 48, "agreement": 64}
 FULL = {"rounds": 5, "small": 128, "large": 48, "model": 128, "agreement": 200}
@@ -259,6 +275,12 @@ def agreement_study(model, preprocess, device, batch_size: int, paths: list[Path
     pixels = torch.stack([load_image(path, preprocess).pixels for path in paths]).split(batch_size)
     variants = {name: in_precision(model, name) for name in half_precisions(device)}
     variants["compiled"] = compile_model(model, preprocess.crop_size[0], device)
+    if device.type == "cpu":
+        with tempfile.TemporaryDirectory(prefix="imgsim-onnx-") as folder:  # the session keeps what it read
+            onnx, why = onnx_runtime_model(model, preprocess.crop_size[0], Path(folder) / "model.onnx")
+        if onnx is model:
+            raise SystemExit(why)
+        variants["onnxruntime"] = onnx
 
     def embed_all(run_model) -> tuple[np.ndarray, float]:
         embed_pixels(run_model, pixels[0], preprocess, device)
@@ -399,11 +421,17 @@ def report_timed_folder(timed: dict) -> dict:
 
 def run_levers(args, device, machine: dict) -> dict:
     counts = CUDA if device.type == "cuda" else QUICK if args.quick else FULL
-    model, preprocess, _ = random_model(args.model, device)
+    model, preprocess, weights_id = the_model(args, device)
     if args.only_timed_folder:
         return {"timed_folder": report_timed_folder(timed_folder_study(args, device, model, preprocess))}
-    photos = photo_sets(args, counts["small"], 0 if args.only_precision else counts["large"])
-    if args.only_precision:
+    photos = (
+        {"small": []}
+        if args.only_agreement
+        else photo_sets(args, counts["small"], 0 if args.only_precision else counts["large"])
+    )
+    if args.only_agreement:
+        plans = []
+    elif args.only_precision:
         plans = precision_plans(args, device, counts, model, preprocess, photos)
     elif args.only_compiling:
         plans = [compiling_plan(args, device, counts, model, preprocess)]
@@ -414,13 +442,19 @@ def run_levers(args, device, machine: dict) -> dict:
         log(f"lever {lever}: {on}")
         rates = compare_in_turns(settings, counts["rounds"])
         rows += [[lever, name, on, rate, rate / rates[default]] for name, rate in rates.items()]
-    compiling = None if args.only_precision else compile_study(args, device, counts, model, preprocess, photos["small"])
+    compiling = (
+        None
+        if args.only_precision or args.only_agreement
+        else compile_study(args, device, counts, model, preprocess, photos["small"])
+    )
     for on in ("model-only", "small photos") if compiling else ():
         kind = "model_only" if on == "model-only" else "pipeline"
         for name in ("eager", "compiled"):
             rate = compiling[f"{kind}_{name}"]
             rows.append([f"compiled model ({COMPILED_WITH})", name, on, rate, rate / compiling[f"{kind}_eager"]])
-    log(f"agreement: {counts['agreement']} small photos, float32, {', '.join(half_precisions(device))} and compiled")
+    log(
+        f"agreement: {counts['agreement']} photos, float32, {', '.join(half_precisions(device))}, compiled, onnxruntime"
+    )
     study = agreement_study(model, preprocess, device, args.batch_size, select_photos(args.images, counts["agreement"]))
     on = f"{study['images']} preprocessed small photos"
     for name in ("float32", *half_precisions(device)):
@@ -428,15 +462,18 @@ def run_levers(args, device, machine: dict) -> dict:
             rows.append(["half precision (autocast)", name, on, rate, rate / study["float32_img_per_s"]])
 
     print(describe_machine(machine))
-    print(f"Model: {args.model} (random weights); defaults: batch {args.batch_size}, {args.workers} reading threads,")
+    print(f"Model: {args.model}, weights: {weights_id} (every figure below); defaults: batch {args.batch_size},")
+    print(f"{args.workers} reading threads,", end=" ")
     print(f"channels_last, float32, JPEG draft on; medians of {counts['rounds']} rounds measured in turns\n")
     print_table(
         ["lever", "setting", "measured on", "img/s", "vs default"],
         [[lever, name, on, f"{rate:.1f}", f"{ratio:.2f}"] for lever, name, on, rate, ratio in rows],
     )
     targets = dict.fromkeys(half_precisions(device), HALF_PRECISION_AGREEMENT_TARGET) | {
-        "compiled": COMPILED_AGREEMENT_TARGET
+        "compiled": COMPILED_AGREEMENT_TARGET,
     }
+    if "onnxruntime_img_per_s" in study:  # measured on a CPU only
+        targets["onnxruntime"] = COMPILED_AGREEMENT_TARGET
     for name, target in targets.items():
         if failed := study.get(f"{name}_failed"):
             print(f"MISS  {name}: {failed}")
@@ -448,17 +485,19 @@ def run_levers(args, device, machine: dict) -> dict:
             f"{study[f'{name}_top10_overlap']:.1%} of neighbours shared, vectors differ by at most "
             f"{study[f'{name}_max_abs_difference']:.1e}"
         )
+    scores = "with random weights this is a stress test" if weights_id.startswith("none") else f"weights {weights_id}"
     print(
-        f"      With random weights this is a stress test: two photos score {study['mean_pair_score_fp32']:.4f} "
-        "on average, so neighbours are nearly tied and small rounding reorders them.\n"
+        f"      Two photos score {study['mean_pair_score_fp32']:.4f} on average ({scores}): the closer to 1, the more "
+        "nearly neighbours tie and small rounding reorders them.\n"
     )
     results = {"agreement": study}
     if compiling:
         in_rounds = ", ".join(f"{r['folder_speedup']:.2f}" for r in compiling["per_round"])
         print(
             f"Compiling took {compiling['compile_s']:.1f} s (median) and pays from {compiling['pays_from_images']:.0f} "
-            f"images to embed (compile seconds / pipeline seconds saved per image; the notebook's rule: from "
-            f"{COMPILE_PAYS_FROM}).\n{'PASS' if compiling['folder_speedup'] >= COMPILED_SPEEDUP_TARGET else 'MISS'}  "
+            f"images to embed (compile seconds / pipeline seconds saved per image; the notebook no longer compiles: "
+            "ONNX Runtime replaced it on a CPU, --only-runtime).\n"
+            f"{'PASS' if compiling['folder_speedup'] >= COMPILED_SPEEDUP_TARGET else 'MISS'}  "
             f"compiled pipeline, compile time included, on {FOLDER_IMAGES:,} small photos / eager pipeline: "
             f"{compiling['folder_speedup']:.2f} (rounds: {in_rounds}; target >= {COMPILED_SPEEDUP_TARGET}), projected "
             f"from each round's rates on {len(photos['small'])} photos and its compile seconds"
@@ -473,6 +512,242 @@ def run_levers(args, device, machine: dict) -> dict:
     return results | {"levers": [dict(zip(keys, row, strict=True)) for row in rows]}
 
 
+# --- the runtime lever --------------------------------------------------------------------------------------
+
+ROOF_SIDE = 4096  # the roof: a ROOF_SIDE x ROOF_SIDE float32 matrix product, the fastest thing these cores do
+RUNTIME_TARGETS = {"end_to_end_vs_eager_model_only": 1.4, "model_alone_share_of_roof": 0.8}
+
+
+def the_model(args, device):
+    """(model, preprocess, weights id) for --weights, checked as the notebook checks IMGSIM_WEIGHTS."""
+    try:
+        weights = model_weights(args.weights, args.model)
+    except SettingError as error:
+        raise SystemExit(f"--weights: {error}") from None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IMGSIM_WEIGHTS=none")  # said in every result's header
+        model, preprocess, weights_id, _ = feature_extractor(args.model, weights, device)
+    return model, preprocess, weights_id
+
+
+def roof_gflops(side: int = ROOF_SIDE, repeats: int = 2) -> float:
+    """GFLOP/s of a side x side float32 matrix product (2 side^3 flops each), after a smaller warm-up."""
+    a, b = (torch.randn(side, side, generator=torch.Generator().manual_seed(seed)) for seed in (1, 2))
+    torch.mm(a[:1024, :1024], b[:1024, :1024])
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * side**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def gflop_per_image(model, side: int) -> float:
+    """The model's multiply-adds on one side x side image, counted over its convolutions and linear layers, x 2."""
+    macs = []
+
+    def count(layer, inputs, output):
+        if isinstance(layer, torch.nn.Conv2d):
+            per_output = layer.in_channels // layer.groups * math.prod(layer.kernel_size)
+        else:
+            per_output = layer.in_features
+        macs.append(output.numel() * per_output)
+
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    hooks = [layer.register_forward_hook(count) for layer in layers]
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, side, side).contiguous(memory_format=torch.channels_last))
+    for hook in hooks:
+        hook.remove()
+    return 2 * sum(macs) / 1e9
+
+
+def runtime_variants(model, preprocess, weights_id: str, folder: Path, device) -> tuple[dict, dict]:
+    """{name: model} for eager, the jit compile and ONNX Runtime, and the seconds each took to make."""
+    side = preprocess.crop_size[0]
+    started = time.perf_counter()
+    jit = compile_model(model, side, device)
+    seconds = {"jit_compile_s": time.perf_counter() - started}
+    path = onnx_file(folder, "model", weights_id, side)
+    started = time.perf_counter()
+    export_onnx(model, side, path)
+    seconds["onnx_export_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    onnx, why = onnx_runtime_model(model, side, path)  # the cached file: opens the session, checks it against torch
+    seconds["onnx_session_s"] = time.perf_counter() - started
+    if onnx is model:
+        raise SystemExit(why)
+    return {"eager": model, "jit": jit, "onnxruntime": onnx}, seconds
+
+
+def latency_ms(run_model, side: int, calls: int = 8) -> float:
+    """Median milliseconds of one image through the model (a query, an upload), after one warm-up."""
+    image = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(3))
+    image = image.contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        run_model(image)
+        for _ in range(calls):
+            started = time.perf_counter()
+            run_model(image)
+            times.append(1000 * (time.perf_counter() - started))
+    return median(times)
+
+
+def runtime_model_rounds(args, device, counts: dict, variants: dict, side: int) -> list[dict]:
+    """Per round, in turns: each variant's model-alone images/s and batch-1 latency, and the roof."""
+    rounds = []
+    for number in range(1, counts["rounds"] + 1):
+        log(f"runtime round {number}/{counts['rounds']}: roof, then each runtime alone and at batch 1")
+        measured = {"roof_gflops": roof_gflops()}
+        for name, run_model in variants.items():
+            measured[f"{name}_img_per_s"] = model_only_rate(run_model, device, counts["model"], args.batch_size, side)
+            measured[f"{name}_batch1_ms"] = latency_ms(run_model, side)
+        measured["roof_gflops_after"] = roof_gflops()
+        rounds.append(measured)
+        log(f"runtime round {number}: {measured}")
+    return rounds
+
+
+def runtime_folder(args, device, variants: dict, seconds: dict, preprocess) -> dict:
+    """--folder-images small photos end to end through each runtime, slice by slice in turns, with the eager model
+    alone and the roof measured between slices; the jit way's time includes compiling, ONNX's its export."""
+    wanted = args.folder_images
+    sources = select_photos(args.images, min(len(find_images(args.images)), wanted))
+    crops_each = math.ceil(wanted / len(sources))
+    made_s = {  # what each way pays before its first image: compiling; exporting, opening and checking the session
+        "eager": 0.0,
+        "jit": seconds["jit_compile_s"],
+        "onnxruntime": seconds["onnx_export_s"] + seconds["onnx_session_s"],
+    }
+    with tempfile.TemporaryDirectory(prefix="imgsim-folder-") as folder:
+        jobs = [
+            (source, Path(folder) / f"{number:05d}.jpg", number % crops_each)
+            for number, source in enumerate(source for source in sources for _ in range(crops_each))
+        ][:wanted]
+        log(f"runtime folder: making {len(jobs):,} small photos in {folder}")
+        with ThreadPoolExecutor(os.cpu_count()) as pool:
+            list(pool.map(make_crop, *zip(*jobs, strict=True)))
+        paths = [target for _, target, _ in jobs]
+        for path in paths:
+            path.read_bytes()
+        embed = partial(
+            embed_in_batches, preprocess=preprocess, device=device, batch_size=args.batch_size, workers=args.workers
+        )
+        size = math.ceil(len(paths) / FOLDER_SLICES)
+        slices, vectors = [], {name: [] for name in variants}
+        names = list(variants)
+        for number, start in enumerate(range(0, len(paths), size)):
+            part, measured = paths[start : start + size], {"images": len(paths[start : start + size])}
+            measured["roof_gflops"] = roof_gflops()
+            order = names[number % len(names) :] + names[: number % len(names)]  # who goes first rotates
+            for name in order:
+                started = time.perf_counter()
+                run = [b for _, b in embed(part, model=variants[name], progress=None)]
+                measured[f"{name}_s"] = time.perf_counter() - started
+                vectors[name].append(np.concatenate(run))
+            measured["eager_model_only_img_per_s"] = model_only_rate(
+                variants["eager"], device, 32, args.batch_size, preprocess.crop_size[0]
+            )
+            slices.append(measured)
+            log(f"runtime folder slice {number + 1}/{FOLDER_SLICES}: {measured}")
+    result = {"images": len(paths), "slices": slices, "made_s": made_s}
+    for name in variants:
+        result[f"{name}_s"] = made_s[name] + sum(part[f"{name}_s"] for part in slices)
+        result[f"{name}_img_per_s"] = len(paths) / result[f"{name}_s"]
+    eager = np.concatenate(vectors["eager"])
+    for name in names[1:]:
+        result[f"{name}_agreement"] = top10_agreement(eager, np.concatenate(vectors[name]))
+    sample = eager[:: max(1, len(eager) // 500)]
+    pairs = (sample @ sample.T)[np.triu_indices(len(sample), 1)]
+    result["pair_score_p1_p99"] = [float(np.percentile(pairs, q)) for q in (1, 99)]
+    return result
+
+
+def spread(values) -> str:
+    values = list(values)
+    return f"{median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def run_runtime_lever(args, device, machine: dict) -> dict:
+    """The runtime lever: eager, jit compile and ONNX Runtime, model alone and end to end, against the roof."""
+    counts = QUICK if args.quick else FULL
+    model, preprocess, weights_id = the_model(args, device)
+    side = preprocess.crop_size[0]
+    gflop = gflop_per_image(model, side)
+    with tempfile.TemporaryDirectory(prefix="imgsim-onnx-") as folder:
+        variants, seconds = runtime_variants(model, preprocess, weights_id, Path(folder), device)
+        rounds = runtime_model_rounds(args, device, counts, variants, side)
+        timed = runtime_folder(args, device, variants, seconds, preprocess)
+    names = list(variants)
+    print(describe_machine(machine))
+    print(f"Model: {args.model}, weights: {weights_id} (every figure below); batch {args.batch_size}, float32,")
+    print(f"{args.workers} reading threads; {gflop:.2f} GFLOP an image (multiply-adds counted x 2)")
+    print(f"Roof: {ROOF_SIDE}^2 float32 torch.mm, per round {spread(r['roof_gflops'] for r in rounds)} GFLOP/s\n")
+    rows = []
+    for name in names:
+        rates = [r[f"{name}_img_per_s"] for r in rounds]
+        rows.append(
+            [
+                name,
+                spread(rates),
+                spread(r[f"{name}_img_per_s"] / r["eager_img_per_s"] for r in rounds),
+                spread(r[f"{name}_img_per_s"] * gflop / r["roof_gflops"] for r in rounds),
+                spread(r[f"{name}_batch1_ms"] for r in rounds),
+                f"{timed[f'{name}_img_per_s']:.1f}",
+                spread((p["eager_s"] / p[f"{name}_s"]) for p in timed["slices"]),
+            ]
+        )
+    print_table(
+        [
+            "runtime",
+            "model alone img/s",
+            "vs eager",
+            "share of roof",
+            "batch 1 ms",
+            f"{timed['images']:,} photos img/s",
+            "vs eager per slice",
+        ],
+        rows,
+    )
+    print(
+        f"\nmedian (min-max) over {len(rounds)} rounds in turns; end to end: {timed['images']:,} small photos in "
+        f"{FOLDER_SLICES} slices in turns, jit compile ({seconds['jit_compile_s']:.1f} s) and ONNX export "
+        f"({seconds['onnx_export_s']:.1f} s) + session opened and checked ({seconds['onnx_session_s']:.1f} s) included"
+    )
+    eager_alone = [p["eager_model_only_img_per_s"] for p in timed["slices"]]
+    ratio = timed["onnxruntime_img_per_s"] / median(eager_alone)
+    share = median(r["onnxruntime_img_per_s"] * gflop / r["roof_gflops"] for r in rounds)
+    verdicts = {"end_to_end_vs_eager_model_only": ratio, "model_alone_share_of_roof": share}
+    print(
+        f"{'PASS' if ratio >= RUNTIME_TARGETS['end_to_end_vs_eager_model_only'] else 'MISS'}  ONNX Runtime end to end "
+        f"on {timed['images']:,} photos / eager model alone (between slices, {spread(eager_alone)} img/s): "
+        f"{ratio:.2f} (target >= {RUNTIME_TARGETS['end_to_end_vs_eager_model_only']})"
+    )
+    print(
+        f"{'PASS' if share >= RUNTIME_TARGETS['model_alone_share_of_roof'] else 'MISS'}  ONNX Runtime model alone: "
+        f"{share:.2f} of the roof (target >= {RUNTIME_TARGETS['model_alone_share_of_roof']})"
+    )
+    for name in names[1:]:
+        agreement = timed[f"{name}_agreement"]
+        print(
+            f"      {name}: {agreement['top10_identical_fraction']:.1%} of {timed['images']:,} photos keep eager's "
+            f"top-{TOP_K} set, {agreement['top10_overlap']:.2%} of neighbours shared, vectors within "
+            f"{agreement['max_abs_difference']:.1e} (weights: {weights_id}; two photos score "
+            f"{timed['pair_score_p1_p99'][0]:.2f}-{timed['pair_score_p1_p99'][1]:.2f}, 1st-99th percentile)"
+        )
+    results = {
+        "weights": weights_id,
+        "gflop_per_image": gflop,
+        "seconds": seconds,
+        "rounds": rounds,
+        "timed_folder": timed,
+        "verdicts": verdicts,
+    }
+    results["wall_s"] = time.perf_counter() - STARTED
+    print(f"\nwall time {results['wall_s']:.0f} s")
+    return {"runtime": results}
+
+
 if __name__ == "__main__":
     arguments, chosen_device, this_machine = setup(__doc__, levers=True)
-    save_json(arguments, this_machine, run_levers(arguments, chosen_device, this_machine))
+    run = run_runtime_lever if arguments.only_runtime else run_levers
+    save_json(arguments, this_machine, run(arguments, chosen_device, this_machine))

@@ -44,24 +44,17 @@ sys.path.insert(0, str(ROOT))  # run as a script from a clone: the package sits 
 from imgsim.duplicates import duplicate_groups  # noqa: E402
 from imgsim.embedding import default_workers, embed_in_batches, read_in_batches, reads_while_computing  # noqa: E402
 from imgsim.files import find_images, relative_key, spread_sample  # noqa: E402
-from imgsim.model import (  # noqa: E402
-    COMPILE_PAYS_FROM,
-    COMPILED_WITH,
-    RESNETS,
-    compile_model,
-    default_batch_size,
-    feature_extractor,
-    pick_device,
-)
+from imgsim.model import RESNETS, Autocast, default_batch_size, feature_extractor, pick_device  # noqa: E402
 from imgsim.neighbours import NEAREST_LOOKED_AT_FOR_PAIRS, ExactNeighbours, QdrantNeighbours  # noqa: E402
 from imgsim.reading import load_image  # noqa: E402
+from imgsim.runtime import onnx_file, onnx_runtime_model  # noqa: E402
 from imgsim.store import image_points  # noqa: E402
 
 STARTED = time.perf_counter()
 DEFAULT_IMAGES = ROOT.parent / "shared" / "datasets" / "clothing_small_10cls"
 CACHE_DIR = ROOT / "data" / "benchmark_cache"
 TOP_K = 10
-FOLDER_IMAGES = 2_000  # a folder large enough for compiling to pay (the notebook's rule: COMPILE_PAYS_FROM)
+FOLDER_IMAGES = 2_000  # a folder as a reader's: the ONNX Runtime way's export is counted against it
 DUPLICATE_SCAN_VECTORS = (1_000, 10_000)
 TUTORIAL_TRANSFORM = transforms.Compose(
     [
@@ -83,10 +76,10 @@ FULL = {
 # name: (what it compares, target, whether the ratio must be at least the target, else at most)
 TARGETS = {
     "small_pipeline_vs_model_only": ("small photos: pipeline / model-only", 0.9, True),
-    "small_compiled_pipeline_vs_model_only": ("small photos: compiled pipeline / eager model-only", 0.9, True),
-    "folder_compiled_vs_eager_pipeline": (
-        f"{FOLDER_IMAGES:,} small photos, projected from the rounds' rates (levers.py --only-timed-folder times "
-        "them): compiled pipeline, compile time included / eager pipeline",
+    "small_onnx_pipeline_vs_model_only": ("small photos: ONNX Runtime pipeline / eager model-only", 0.9, True),
+    "folder_onnx_vs_eager_pipeline": (
+        f"{FOLDER_IMAGES:,} small photos, projected from the rounds' rates (levers.py --only-runtime times "
+        "them): ONNX Runtime pipeline, export included / eager pipeline",
         1.1,
         True,
     ),
@@ -230,6 +223,28 @@ def model_only_rate(model, device, count: int, batch_size: int, side: int, memor
     return per_second(count, run)
 
 
+# The jit compile: the notebook's way on a CPU until ONNX Runtime measured faster (levers.py --only-runtime);
+# kept here as the baseline the runtime lever compares against. torch.jit is deprecated since torch 2.5.
+COMPILED_WITH = "jit trace + optimize_for_inference"
+
+
+def compile_model(
+    model: torch.nn.Module, side: int, device: torch.device, finish=torch.jit.optimize_for_inference
+) -> torch.nn.Module:
+    """The model traced on a `side`-pixel image, frozen and optimised for inference by `finish`, warmed up
+    (levers.py passes torch.jit.freeze to compare the freezing alone). Under autocast, the model inside."""
+    if isinstance(model, Autocast):
+        return Autocast(compile_model(model.model, side, device, finish), model.dtype)
+    example = torch.zeros(1, 3, side, side, device=device).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
+        compiled = finish(torch.jit.trace(model, example))
+    with torch.inference_mode():
+        for _ in range(2):  # the first calls optimise the graph: pay for them here
+            compiled(example)
+    return compiled
+
+
 def pipeline_rate(paths: list[Path], model, preprocess, device, batch_size: int, workers: int) -> float:
     """Images/s of the notebook's pipeline, `embed_in_batches`, consumed to the end."""
     embed = partial(embed_in_batches, model=model, preprocess=preprocess, device=device, progress=None)
@@ -261,19 +276,17 @@ def tutorial_rate(paths: list[Path], model, device) -> float:
 
 
 def measure_round(args, device, models_, photos: dict[str, list[Path]]) -> dict:
-    """One round on each photo set: model-only, pipeline (on small photos also compiled), model-only again,
+    """One round on each photo set: model-only, pipeline (on small photos also through ONNX Runtime), model-only again,
     reading alone, the original tutorial.
     """
-    model, compiled, preprocess, tutorial_model = models_
+    model, onnx, preprocess, tutorial_model = models_
     rates = {}
     for name, paths in photos.items():
         model_only = partial(model_only_rate, model, device, len(paths), args.batch_size, preprocess.crop_size[0])
         before = model_only()
         rates[f"pipeline_{name}"] = pipeline_rate(paths, model, preprocess, device, args.batch_size, args.workers)
         if name == "small":
-            rates["compiled_pipeline_small"] = pipeline_rate(
-                paths, compiled, preprocess, device, args.batch_size, args.workers
-            )
+            rates["onnx_pipeline_small"] = pipeline_rate(paths, onnx, preprocess, device, args.batch_size, args.workers)
         rates[f"model_only_{name}"] = (before + model_only()) / 2
         load = partial(load_image, preprocess=preprocess)
         rates[f"reading_{name}"] = loop_rate(paths, load, lambda loaded: None, args.batch_size, args.workers, False)
@@ -369,19 +382,17 @@ def qdrant_results(vector_size: int, queries_by_size: dict[int, int], timed_scan
 # --- the main table ----------------------------------------------------------------------------------------
 
 
-def ratios_of(per_round: list[dict], qdrant: list[dict], compile_s: float) -> tuple[dict, dict]:
+def ratios_of(per_round: list[dict], qdrant: list[dict], export_s: float) -> tuple[dict, dict]:
     """Median ratios, and each throughput ratio's value in every round.
 
-    The folder ratio: FOLDER_IMAGES small photos through the eager pipeline over the compiled pipeline's
-    time plus the compile seconds, from each round's rates.
+    The folder ratio: FOLDER_IMAGES small photos through the eager pipeline over the ONNX Runtime pipeline's
+    time plus the export seconds, from each round's rates.
     """
     by_round = {
         "small_pipeline_vs_model_only": [r["pipeline_small"] / r["model_only_small"] for r in per_round],
-        "small_compiled_pipeline_vs_model_only": [
-            r["compiled_pipeline_small"] / r["model_only_small"] for r in per_round
-        ],
-        "folder_compiled_vs_eager_pipeline": [
-            (FOLDER_IMAGES / r["pipeline_small"]) / (compile_s + FOLDER_IMAGES / r["compiled_pipeline_small"])
+        "small_onnx_pipeline_vs_model_only": [r["onnx_pipeline_small"] / r["model_only_small"] for r in per_round],
+        "folder_onnx_vs_eager_pipeline": [
+            (FOLDER_IMAGES / r["pipeline_small"]) / (export_s + FOLDER_IMAGES / r["onnx_pipeline_small"])
             for r in per_round
         ],
         "phone_pipeline_vs_tutorial": [r["pipeline_phone"] / r["tutorial_phone"] for r in per_round],
@@ -405,11 +416,7 @@ def main_table_rows(args, rates: dict, qdrant: list[dict], photos: dict, rounds:
             ("model_only", "small", f"model-only forward, random tensors, batch {args.batch_size}, small rounds"),
             ("model_only", "phone", f"model-only forward, random tensors, batch {args.batch_size}, 12 MP rounds"),
             ("pipeline", "small", f"notebook pipeline, eager, small photos (about {sizes['small']})"),
-            (
-                "compiled_pipeline",
-                "small",
-                f"notebook pipeline, compiled (its default from {COMPILE_PAYS_FROM} images to embed), small photos",
-            ),
+            ("onnx_pipeline", "small", "notebook pipeline, ONNX Runtime (its default on a CPU), small photos"),
             ("pipeline", "phone", f"notebook pipeline, 12 MP photos (about {sizes['phone']})"),
             ("reading", "small", f"notebook reading alone (no model), {args.workers} threads, small photos"),
             ("reading", "phone", f"notebook reading alone (no model), {args.workers} threads, 12 MP photos"),
@@ -452,24 +459,29 @@ def run_main(args, device, machine: dict) -> dict:
     torch.manual_seed(0)
     tutorial_model = torchvision.models.get_model(args.model, weights=None)
     tutorial_model.fc = torch.nn.Identity()
-    log(f"compiling the model ({COMPILED_WITH})")
+    log("exporting the model to ONNX")
     started = time.perf_counter()
-    compiled = compile_model(model, preprocess.crop_size[0], device)
-    compile_s = time.perf_counter() - started
-    models_ = (model, compiled, preprocess, tutorial_model.eval().to(device))
+    with tempfile.TemporaryDirectory(prefix="imgsim-onnx-") as folder:
+        path = onnx_file(Path(folder), args.model, "none", preprocess.crop_size[0])
+        onnx, why = onnx_runtime_model(model, preprocess.crop_size[0], path)  # the session keeps what it read
+    export_s = time.perf_counter() - started
+    if onnx is model:
+        raise SystemExit(why)
+    models_ = (model, onnx, preprocess, tutorial_model.eval().to(device))
     per_round = []
     for number in range(1, counts["rounds"] + 1):
         log(
-            f"round {number}/{counts['rounds']}: model-only, pipeline eager and compiled, model-only, reading, tutorial"
+            f"round {number}/{counts['rounds']}: model-only, pipeline eager and ONNX Runtime, model-only, reading, "
+            "tutorial"
         )
         per_round.append(measure_round(args, device, models_, photos))
     rates = {name: median(rates[name] for rates in per_round) for name in per_round[0]}
     qdrant = qdrant_results(vector_size, counts["queries"], counts["timed_scan_queries"])
-    ratios, by_round = ratios_of(per_round, qdrant, compile_s)
+    ratios, by_round = ratios_of(per_round, qdrant, export_s)
 
     print(describe_machine(machine))
     print(f"Model: {args.model} (random weights), float32, batch {args.batch_size}, {args.workers} reading threads;")
-    print(f"compiled by {COMPILED_WITH} in {compile_s:.1f} s (the notebook compiles from {COMPILE_PAYS_FROM} images)\n")
+    print(f"exported to ONNX and opened in ONNX Runtime in {export_s:.1f} s (the notebook's default on a CPU)\n")
     headers = ["measurement (throughputs: median over rounds)", "n", "throughput", "top-10 p50 ms", "p95 ms"]
     print_table(headers, main_table_rows(args, rates, qdrant, photos, counts["rounds"]))
     print()
@@ -492,7 +504,7 @@ def run_main(args, device, machine: dict) -> dict:
         "qdrant": qdrant,
         "ratios": ratios,
         "ratios_per_round": by_round,
-        "compile_s": compile_s,
+        "onnx_export_s": export_s,
         "targets_met": {name: is_met(name, ratio) for name, ratio in ratios.items()},
         "images": {name: len(paths) for name, paths in photos.items()},
         "wall_s": wall_s,
@@ -516,6 +528,16 @@ def setup(description: str, levers: bool = False) -> tuple[argparse.Namespace, t
         parser.add_argument("--only-precision", action="store_true", help="only half precision: speed and agreement")
         parser.add_argument(
             "--only-timed-folder", action="store_true", help="only the 2,000 photos timed eager and compiled"
+        )
+        parser.add_argument(
+            "--only-runtime", action="store_true", help="only torch eager, jit compile and ONNX Runtime, vs the roof"
+        )
+        parser.add_argument(
+            "--only-agreement", action="store_true", help="only top-10 agreement: half precision, compiled, onnxruntime"
+        )
+        parser.add_argument("--folder-images", type=int, default=2_000, help="photos timed end to end (runtime)")
+        parser.add_argument(
+            "--weights", default="none", help="anything IMGSIM_WEIGHTS takes: none (random), a name, a .pth file"
         )
     args = parser.parse_args()
     device = pick_device("auto")

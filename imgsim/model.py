@@ -118,59 +118,6 @@ def feature_extractor(model_name: str, weights: str | Path, device: torch.device
     return model, preprocess, weights_id, vector_size
 
 
-# Compiling (torch.jit.trace; torch.jit.optimize_for_inference freezes the trace, folding batch norms into
-# the convolutions, and on a CPU turns the convolutions' weights into oneDNN's own blocked layout, once
-# instead of at every call; one graph for every batch size) costs seconds once and then saves a share of
-# every image's forward pass. benchmarks/levers.py measures both on a CPU (2-core AMD EPYC, AVX2, busy):
-# the model alone ran 1.32 x eager (trace + freeze alone: 1.17 x) and compiling paid from about 100 images
-# to embed; the rule keeps a margin for machines where compiling takes longer against the model's speed.
-# torch.jit is deprecated (since torch 2.5; torch 2.14 warns, and warns that Python 3.14+ may break it);
-# torch.compile, its replacement, was measured here and kept out: with dynamic=True it compiled for 138 s
-# before the first batch and 112 s more for the first single image (batch size 1 is compiled apart); with
-# freezing and one batch shape (batches padded) it ran 1.26 x eager, no faster, after about 40 s of
-# compiling; and it needs a C++ compiler and Python's headers on the reader's machine. When torch.jit goes,
-# compile_model is the one place to change.
-COMPILE_PAYS_FROM = 300
-COMPILE_CHOICES = ("auto", "on", "off")
-COMPILED_WITH = "jit trace + optimize_for_inference"  # how compile_model compiles, as benchmarks name it
-
-
-def compile_decision(setting: str, images_to_embed: int, device: torch.device) -> tuple[bool, str]:
-    """Whether to compile the model for this run, and why; `setting` is auto, on or off (IMGSIM_COMPILE)."""
-    if setting in ("on", "off"):
-        return setting == "on", f"IMGSIM_COMPILE={setting}: the model runs {'compiled' if setting == 'on' else 'eager'}"
-    if device.type != "cpu":
-        why = "on a GPU the compiled model changed top-10s too often (docs/performance.md)"
-        return False, f"eager on {device.type}: {why}"
-    pays = images_to_embed >= COMPILE_PAYS_FROM
-    verdict = "compiled: it pays" if pays else "eager: compiling would cost more than it saves"
-    return pays, f"{images_to_embed} images to embed, compiling pays from {COMPILE_PAYS_FROM}: {verdict}"
-
-
-def compile_model(
-    model: torch.nn.Module, side: int, device: torch.device, finish=torch.jit.optimize_for_inference
-) -> torch.nn.Module:
-    """The model traced on a `side`-pixel image, frozen and optimised for inference by `finish`, warmed up
-    (benchmarks/levers.py passes torch.jit.freeze to compare the freezing alone).
-
-    A compiled model comes back as it is. Its vectors equal the eager model's up to float rounding (about
-    1e-7 for unit vectors), for any batch size.
-    """
-    if isinstance(model, Autocast):  # compile the model inside, keep its precision
-        return Autocast(compile_model(model.model, side, device, finish), model.dtype)
-    if isinstance(model, torch.jit.ScriptModule):
-        return model
-    example = torch.zeros(1, 3, side, side, device=device).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad(), warnings.catch_warnings():
-        # deprecated in favour of torch.compile, which measured far slower to compile (docs/performance.md)
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
-        compiled = finish(torch.jit.trace(model, example))
-    with torch.inference_mode():
-        for _ in range(2):  # the first calls optimise the graph: pay for them here
-            compiled(example)
-    return compiled
-
-
 # Half precision: under torch.autocast, convolutions and matrix products run in float16 or bfloat16 (on a
 # GPU's tensor cores), the rest stays float32, and the vectors change slightly. Measured (benchmarks/levers.py
 # --only-precision, docs/performance.md "Half precision"): on an NVIDIA H200, float16 ran ResNet-50 alone 1.26 x float32

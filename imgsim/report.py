@@ -38,6 +38,7 @@ def run_report(
     vector_size,
     weights_id,
     device,
+    runtime,
     batch_size,
     timings,
     calibration,
@@ -50,7 +51,8 @@ def run_report(
     """The report's content. `query` is (the query image's name, its hits); `calibration`, the duplicate
     `groups` and `tidy` (its section) make the `duplicates` section; `ignored_extensions` says how many files
     of the image folder were left out for each extension that is not an image's. `neighbour_source` is the
-    setting's: where the analyses' neighbours came from ("numpy" or "qdrant")."""
+    setting's: where the analyses' neighbours came from ("numpy" or "qdrant"); `runtime`, what ran the model
+    ("onnxruntime" or "torch", `imgsim.runtime.runtime_of`)."""
     query_image, hits = query
     return {
         "image_dir": str(settings.image_dir.resolve()),
@@ -68,6 +70,7 @@ def run_report(
         "weights": weights_id,
         "device": str(device),
         "precision": settings.precision,
+        "runtime": runtime,
         "batch_size": batch_size,
         "workers": settings.workers,
         "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},

@@ -17,7 +17,8 @@ import torchvision
 
 from imgsim.embedding import default_workers
 from imgsim.files import is_inside
-from imgsim.model import COMPILE_CHOICES, PRECISIONS, RESNETS
+from imgsim.model import PRECISIONS, RESNETS, pick_device
+from imgsim.runtime import RUNTIMES
 
 
 class SettingError(ValueError):
@@ -44,8 +45,8 @@ class Settings:
     plant_duplicates: int
     neighbour_source: str  # "numpy" or "qdrant": where the analyses' neighbours come from
     move_duplicates_to: Path | None  # None: nothing moves
-    compile: str  # auto (compile when the images to embed repay it), on or off
     precision: str  # float32, or float16 or bfloat16 under torch.autocast
+    runtime: str  # auto (ONNX Runtime on a CPU, torch on a GPU), torch or onnxruntime
 
     @property
     def figures_dir(self) -> Path:
@@ -213,9 +214,19 @@ def check_parameters(parameters: dict) -> Settings:
         plant_duplicates=planted_images(value("PLANT_DUPLICATES"), threshold),
         neighbour_source=neighbour_source(value("NEIGHBOUR_SOURCE"), url),
         move_duplicates_to=quarantine(value("MOVE_DUPLICATES_TO"), image_dir),
-        compile=one_of("COMPILE", value("COMPILE"), COMPILE_CHOICES),
         precision=one_of("PRECISION", value("PRECISION"), PRECISIONS),
+        runtime=runtime_choice(value("RUNTIME"), value("PRECISION"), value("DEVICE")),
     )
+
+
+def runtime_choice(value, precision, device) -> str:
+    """auto, torch, or onnxruntime where ONNX Runtime can run the model: float32, on the CPU."""
+    choice = one_of("RUNTIME", value, RUNTIMES)
+    if choice == "onnxruntime" and text(precision) != "float32":
+        refuse("RUNTIME", f"auto or torch with IMGSIM_PRECISION={text(precision)} (ONNX Runtime runs float32)", value)
+    if choice == "onnxruntime" and pick_device(device_name(device)).type != "cpu":
+        refuse("RUNTIME", "auto or torch on a GPU (ONNX Runtime runs the model on the CPU here)", value)
+    return choice
 
 
 def neighbour_source(value, url: str | None) -> str:

@@ -46,9 +46,12 @@ def test_rerun_scenarios_keep_the_collection_an_exact_mirror(tmp_path, notebook)
     first = notebook.run_ok()
     assert counts(first) == dict(embedded=8, new=8, updated=0, unchanged=0, removed=0, points_in_collection=8)
     first_payloads = notebook.stored_payloads()
+    (exported,) = (notebook.report_path.parent / "models").glob("resnet18-*-224px.onnx")  # beside the report
+    written = exported.stat().st_mtime_ns
 
     unchanged = notebook.run_ok()
     assert counts(unchanged) == dict(embedded=0, new=0, updated=0, unchanged=8, removed=0, points_in_collection=8)
+    assert unchanged["runtime"] == "onnxruntime" and exported.stat().st_mtime_ns == written, "not exported again"
     assert [run["duplicates"]["calibration"]["reused"] for run in (first, unchanged)] == [False, True]
 
     modified = folder / "even" / "picture 2.jpg"

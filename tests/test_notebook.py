@@ -41,7 +41,9 @@ def test_notebook_indexes_the_folder_and_finds_the_resized_twin_first(tmp_path, 
     assert "4 other file(s) left out for their extension: 2 .cr2, 1 .mov, 1 .txt" in said
     assert report["vector_size"] == 512
     assert report["model"] == "resnet18" and report["weights"].startswith("none")
-    assert set(report["timings_s"]) >= {"load_model", "embed", "upsert", "query"}
+    assert set(report["timings_s"]) >= {"load_model", "runtime", "embed", "upsert", "query"}
+    assert report["runtime"] == "onnxruntime", "on a CPU, ONNX Runtime runs the model by default"
+    assert "ONNX Runtime runs the model from" in said and "(exported)" in said
     results = report["query"]["results"]
     assert report["query"]["image"] == "circles/picture_1.jpg"
     assert len(results) == 3

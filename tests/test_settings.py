@@ -79,7 +79,7 @@ GIVEN = DEFAULTS | {"WEIGHTS": "none", "DUPLICATE_THRESHOLD": "0.9", "PLANT_DUPL
         ("DEVICE", "", "auto, cpu, cuda"),
         ("DUPLICATE_THRESHOLD", "", "auto, or a number"),
         ("NEIGHBOUR_SOURCE", "", "auto, numpy, qdrant"),
-        ("COMPILE", "", "auto, on, off"),
+        ("RUNTIME", "", "auto, torch, onnxruntime"),
     ],
 )
 def test_a_parameter_that_cannot_be_used_is_named_with_what_it_accepts(name, value, accepted):
@@ -97,13 +97,16 @@ def test_parameters_become_typed_settings():
     assert "secret" not in str(check_parameters({**GIVEN, "QDRANT_API_KEY": "secret"}))
 
 
-def test_the_compile_setting_is_auto_on_or_off_and_a_wrong_value_names_the_variable():
-    parameters = DEFAULTS | {"MODEL": "resnet18", "WEIGHTS": "none", "PLANT_DUPLICATES": "9"}
-    assert check_parameters(parameters).compile == "auto"
-    assert check_parameters(parameters | {"COMPILE": " off "}).compile == "off"
-    assert check_parameters(parameters | {"COMPILE": "on"}).compile == "on"
-    with pytest.raises(SettingError, match="IMGSIM_COMPILE .*one of auto, on, off, not 'yes'"):
-        check_parameters(parameters | {"COMPILE": "yes"})
+def test_the_runtime_setting_is_auto_by_default_and_onnxruntime_only_where_it_can_run_the_model():
+    parameters = DEFAULTS | {"MODEL": "resnet18", "WEIGHTS": "none", "PLANT_DUPLICATES": "9", "DEVICE": "cpu"}
+    assert check_parameters(parameters).runtime == "auto"
+    assert check_parameters(parameters | {"RUNTIME": " torch "}).runtime == "torch"
+    assert check_parameters(parameters | {"RUNTIME": "onnxruntime"}).runtime == "onnxruntime"
+    with pytest.raises(SettingError, match="IMGSIM_RUNTIME .*one of auto, torch, onnxruntime, not 'onnx'"):
+        check_parameters(parameters | {"RUNTIME": "onnx"})
+    with pytest.raises(SettingError, match="IMGSIM_RUNTIME .*auto or torch with IMGSIM_PRECISION=bfloat16"):
+        check_parameters(parameters | {"RUNTIME": "onnxruntime", "PRECISION": "bfloat16"})
+    assert check_parameters(parameters | {"PRECISION": "bfloat16"}).runtime == "auto"  # auto then picks torch
 
 
 def test_the_precision_setting_is_float32_by_default_and_a_wrong_value_names_the_variable():

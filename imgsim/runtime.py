@@ -1,0 +1,133 @@
+"""Step 2, the runtime: on a CPU, the model exported once to ONNX and run by ONNX Runtime.
+
+Exporting (`torch.onnx.export`) records the model's operations on an example batch into a file, the
+ONNX graph; ONNX Runtime then optimises that whole graph once (batch norms folded into the convolutions,
+convolutions fused with their ReLU, weights laid out for the CPU's vector units) and runs it without
+Python between the layers. Measured on 2 CPU cores (benchmarks/levers.py --only-runtime), ResNet-50 ran
+about 1.5 x torch eager, with vectors within float rounding of eager's. On a GPU torch keeps the model.
+
+The exported file is cached beside the run report, named by model, weights id and input size, so a
+re-run does not export again. Anything that goes wrong on the way (no onnxruntime, an export or a session
+that fails, vectors that differ from torch's) falls back to the torch model with a one-line printed
+reason: never silently.
+"""
+
+import importlib.util
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RUNTIMES = ("auto", "torch", "onnxruntime")
+AGREEMENT_TOLERANCE = 1e-4  # the largest difference allowed between ONNX Runtime's unit vectors and torch's
+
+
+def runtime_decision(setting: str, device: torch.device, precision: str = "float32") -> tuple[str, str]:
+    """Which runtime runs the model ("torch" or "onnxruntime"), and why; `setting` is IMGSIM_RUNTIME's."""
+    if setting == "torch":
+        return "torch", "IMGSIM_RUNTIME=torch: torch runs the model"
+    if setting == "onnxruntime":
+        return "onnxruntime", "IMGSIM_RUNTIME=onnxruntime: ONNX Runtime runs the model"
+    if device.type != "cpu":
+        return "torch", f"torch on {device.type}: ONNX Runtime is used on CPUs only (IMGSIM_RUNTIME=auto)"
+    if precision != "float32":
+        return "torch", f"torch: IMGSIM_PRECISION={precision} runs under torch.autocast (IMGSIM_RUNTIME=auto)"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "torch", "torch: onnxruntime is not installed (pip install onnxruntime), IMGSIM_RUNTIME=auto"
+    return "onnxruntime", "ONNX Runtime on a CPU, where it ran ResNet-50 about 1.5 x torch (IMGSIM_RUNTIME=auto)"
+
+
+def onnx_file(folder: Path, model_name: str, weights_id: str, side: int) -> Path:
+    """Where the exported model is cached: one file per model, weights id and input size."""
+    weights = re.sub(r"[^A-Za-z0-9.]+", "-", weights_id).strip("-")
+    return Path(folder) / f"{model_name}-{weights}-{side}px.onnx"
+
+
+def export_onnx(model: torch.nn.Module, side: int, path: Path) -> None:
+    """Write `model` as an ONNX graph taking float32 batches of any size of 3 x side x side pixels.
+
+    The TorchScript-based exporter (`dynamo=False`) needs only the `onnx` package; the newer one also
+    needs `onnxscript`. The file appears whole or not at all (written aside, then renamed).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial_file = path.with_name(f"{path.name}.{os.getpid()}.part")
+    example = torch.zeros(1, 3, side, side)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
+            warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(partial_file),
+                input_names=["pixels"],
+                output_names=["features"],
+                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                dynamo=False,
+            )
+        os.replace(partial_file, path)
+    finally:
+        partial_file.unlink(missing_ok=True)
+
+
+class OnnxRuntimeModel:
+    """An exported model in an ONNX Runtime session, called like the torch model: a batch in, features out."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        self.path = path
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        pixels = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(["features"], {"pixels": pixels})[0])
+
+    def __repr__(self) -> str:
+        return f"OnnxRuntimeModel({self.path.name})"
+
+
+def largest_difference(model, fast, side: int) -> float:
+    """The largest difference between the two models' unit feature vectors on a fixed random batch of 2."""
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.randn(2, 3, side, side, generator=generator).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        vectors = [torch.nn.functional.normalize(run(batch).float(), dim=1) for run in (model, fast)]
+    return float((vectors[0] - vectors[1]).abs().max())
+
+
+def onnx_runtime_model(model: torch.nn.Module, side: int, path: Path, export=export_onnx):
+    """(ONNX Runtime running `model`, what was done), or (`model` itself, why torch keeps it).
+
+    `path` (see `onnx_file`) is reused when it exists, else `model` is exported there on `side`-pixel
+    images. The session's vectors are checked against torch's on one batch. When anything fails, `model`
+    comes back and the reason is printed on one line: the run goes on with torch, and says so.
+    """
+    if isinstance(model, OnnxRuntimeModel):  # the cell run again: already there
+        return model, f"ONNX Runtime already runs the model from {model.path}"
+    cached = path.is_file()
+    try:
+        if not cached:
+            export(model, side, path)
+        fast = OnnxRuntimeModel(path)
+        difference = largest_difference(model, fast, side)
+        if not difference <= AGREEMENT_TOLERANCE:
+            raise ValueError(f"its vectors differ from torch's by {difference:.1e} (allowed {AGREEMENT_TOLERANCE})")
+    except Exception as error:  # noqa: BLE001 -- whatever failed, torch runs the model, and the reason is printed
+        step = "the session on the cached" if cached else "exporting to"
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        why = f"ONNX Runtime not used, torch runs the model: {step} {path} failed"
+        why += f" ({type(error).__name__}: {first_line})"
+        print(why)
+        return model, why
+    return fast, f"ONNX Runtime runs the model from {path} ({'cached: not exported again' if cached else 'exported'})"
+
+
+def runtime_of(model) -> str:
+    """The runtime that runs `model`, as the run report names it: onnxruntime or torch."""
+    return "onnxruntime" if isinstance(model, OnnxRuntimeModel) else "torch"
