@@ -173,7 +173,7 @@ def calibrate_vectors(neighbours, origins: list[tuple[str, str]], copy_vectors: 
     pairs = nearest_pairs(neighbours)
     nearest = np.array([score for _, _, score in pairs])
     calibration = Calibration(threshold, "auto" if threshold is None else "given", images_looked_at=len(pairs))
-    calibration.closest_pairs = [pair for pair in pairs if pair[0] < pair[1] or (pair[1], pair[0]) not in pairs][:5]
+    calibration.closest_pairs = list({frozenset(pair[:2]): pair for pair in reversed(pairs)}.values())[::-1][:5]
     if not pairs:
         return calibration
     gap, calibration.in_band = emptiest_gap(nearest)
