@@ -2,6 +2,7 @@
 
     python benchmarks/server_settings.py --quick --json out.json   # 1,750 vectors and 20,000 synthetic ones
     python benchmarks/server_settings.py --json results.json       # 10,500 vectors and 100,000 synthetic ones
+    python benchmarks/server_settings.py --quick --weights ../shared/weights/resnet50-augnet-backbone.pth
 
 No Qdrant server runs on this project's machines, and local mode ignores HNSW and quantization (its search
 is exact). `qdrant-edge-py` runs Qdrant's shard engine in this process: the same HNSW index, int8 scalar
@@ -9,22 +10,23 @@ quantization and rescoring as a server. Its classes are not qdrant-client's, so 
 `imgsim/store.py` (SERVER_COLLECTION, whose `ef_construct` is also the notebook's search ef, and the int8
 alternative INT8_QUANTIZATION with INT8_SEARCH) are translated field by field, never copied.
 
-The vectors come from the notebook's own pipeline (random weights, as everywhere on these machines): each
-photo of the shared folder read and embedded as the notebook does it; a mild copy of it made in memory (half
-size, JPEG quality 40 or a 5 % crop, the edits the calibration plants: a near-duplicate), read and embedded
-the same way; and several views of it, other pictures for this purpose: each the pooled vector of a window
-of 3 to 5 by 3 to 5 cells of the photo's 7 x 7 last feature map, which is what the model makes of that part
-of the photo, without the cost of another forward pass (embedding 10,000 images takes hours on this shared
-machine). They go into an EdgeShard with the notebook's settings, are indexed, and are measured against
-exact numpy search:
+The vectors come from the notebook's own pipeline, with `--weights` (anything IMGSIM_WEIGHTS takes: random,
+`none`, by default; decide settings on trained weights, since random ones crowd every pair near 0.998 raw
+cosine, int8's worst case, and the tables name the weights that made them): each photo of the shared folder
+read and embedded as the notebook does it; a mild copy of it made in memory (half size, JPEG quality 40 or a
+5 % crop, the edits the calibration plants: a near-duplicate), read and embedded the same way; and several
+views of it, other pictures for this purpose: each the pooled vector of a window of 3 to 5 by 3 to 5 cells of
+the photo's 7 x 7 last feature map, which is what the model makes of that part of the photo, without the cost
+of another forward pass (embedding 10,000 images takes hours on this shared machine). They go into an
+EdgeShard with the notebook's settings, are indexed, and are measured against exact numpy search:
 
 - HNSW recall@10 at the notebook's settings, and at other hnsw_ef values;
 - int8 with rescoring (at several oversampling factors) and without: top-10 agreement with exact search
   and the error of the scores;
 - the near-duplicate pairs found the way the `qdrant` neighbour source finds them (the engine's candidates
-  re-scored centred), with the notebook's settings and with int8, against the exact all-pairs path, at a
-  threshold chosen from the exact path's answers, and the threshold that the same choice makes from each
-  engine's answers;
+  re-scored centred), with the notebook's settings and with int8 (rescored at each oversampling, and not
+  rescored), against the exact all-pairs path, at a threshold chosen from the exact path's answers, and the
+  threshold that the same choice makes from each engine's answers;
 - index build time, and per-query latency against qdrant-client local mode on the same vectors;
 - load time and resident memory of the shard and of local mode, each opened in a fresh process, with the
   real vectors and with synthetic ones of the same mean and covariance at 100,000 (20,000 with --quick).
@@ -52,7 +54,18 @@ import qdrant_edge as edge
 import torch
 from PIL import ImageOps
 from qdrant_client import QdrantClient, models
-from run import DEFAULT_IMAGES, ROOT, describe_machine, log, machine_info, print_table, random_model, select_photos
+from run import (
+    DEFAULT_IMAGES,
+    ROOT,
+    benchmark_model,
+    describe_machine,
+    log,
+    machine_info,
+    parsed_weights,
+    print_table,
+    select_photos,
+    weights_argument,
+)
 
 from imgsim.duplicates import similar_pairs
 from imgsim.embedding import default_workers, embed_images
@@ -77,6 +90,7 @@ NOTEBOOK_SEARCH = models.SearchParams()
 NOTEBOOK_EF = SERVER_COLLECTION["hnsw_config"].ef_construct
 HNSW_EF_CURVE = (16, 32, 64, 128, 256, 512)
 OVERSAMPLING_CURVE = (1.0, 2.0, 4.0, 8.0, 16.0)
+OVERSAMPLINGS = sorted({*OVERSAMPLING_CURVE, INT8_SEARCH.oversampling})  # int8 rescored at each
 # photos, views of each, a mild copy of every `copy_every`-th photo; queries for accuracy and for latency
 QUICK = {"photos": 250, "views": 5, "copy_every": 1, "queries": 500, "latency_queries": 100, "synthetic": 20_000}
 FULL = {"photos": 1_000, "views": 9, "copy_every": 2, "queries": 1_000, "latency_queries": 200, "synthetic": 100_000}
@@ -174,20 +188,21 @@ def mild_copy(number: int, path: Path, folder: Path, preprocess) -> LoadedImage:
     return decode_image(out.getvalue(), Path(f"{relative_key(path, folder)}#copy-{kind}"), preprocess)
 
 
-def embed_families(args, counts: dict, device) -> tuple[list[str], np.ndarray]:
+def embed_families(args, counts: dict, device, extractor) -> tuple[list[str], np.ndarray]:
     """Keys and unit vectors of each photo, its views and its mild copy; cached on disk for later runs.
 
     Photos and copies are read and embedded as the notebook reads and embeds files (the first batch is
     checked against `embed_images`); a view is the pooled vector of a window of its photo's feature map.
     """
     photos = select_photos(args.images, counts["photos"])
-    recipe = json.dumps([str(args.images.resolve()), args.model, counts, VIEW_SIDES, list(MILD_COPIES), "v2"])
+    model, preprocess, _, weights_id = extractor
+    recipe = [str(args.images.resolve()), args.model, counts, VIEW_SIDES, list(MILD_COPIES), "v2"]
+    recipe = json.dumps(recipe + [weights_id] * (args.weights != "none"))  # random: the caches made before
     cache = CACHE_DIR / f"server_settings-{args.model}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}.npz"
     if cache.exists():
         saved = np.load(cache)
         log(f"vectors read from {cache}")
         return saved["keys"].tolist(), saved["vectors"]
-    model, preprocess, _ = random_model(args.model, device)
     keys, vectors, started = [], [], time.perf_counter()
     with ThreadPoolExecutor(args.workers) as pool:
         for start in range(0, len(photos), args.batch_size):
@@ -504,10 +519,7 @@ def accuracy(shard, int8_shard, vectors: np.ndarray, rows: np.ndarray) -> dict:
         measured = measure(on, params, **changes)
         return measured | {"batched_ms_per_query": (time.perf_counter() - started) * 1000 / len(rows)}
 
-    efs, oversampling = (
-        sorted({*HNSW_EF_CURVE, NOTEBOOK_EF}),
-        sorted({*OVERSAMPLING_CURVE, INT8_SEARCH.oversampling}),
-    )
+    efs = sorted({*HNSW_EF_CURVE, NOTEBOOK_EF})
     return {
         "curve": {ef: measure(shard, NOTEBOOK_SEARCH, hnsw_ef=ef)["top10_agreement"] for ef in efs},
         "notebook": timed(shard, NOTEBOOK_SEARCH),
@@ -515,7 +527,7 @@ def accuracy(shard, int8_shard, vectors: np.ndarray, rows: np.ndarray) -> dict:
         "int8_rescored": measure(int8_shard, INT8_PARAMS),
         "int8_unrescored": measure(int8_shard, INT8_PARAMS, rescore=False),
         "int8_quantization_ignored": measure(int8_shard, INT8_PARAMS, ignore=True),
-        "int8_oversampling_curve": {x: timed(int8_shard, INT8_PARAMS, oversampling=x) for x in oversampling},
+        "int8_oversampling_curve": {x: timed(int8_shard, INT8_PARAMS, oversampling=x) for x in OVERSAMPLINGS},
     }
 
 
@@ -537,12 +549,19 @@ def stores(folders: tuple[Path, Path], name: str, built: dict, vectors, queries:
 
 def run(args, device) -> dict:
     counts = QUICK if args.quick else FULL
-    keys, vectors = embed_families(args, counts, device)
+    extractor = benchmark_model(args.model, args.weights, device)
+    keys, vectors = embed_families(args, counts, device, extractor)
     rng = np.random.default_rng(0)
     rows = np.sort(rng.permutation(len(vectors))[: counts["queries"]])
     latency_queries = vectors[rng.permutation(len(vectors))[: counts["latency_queries"]]]
     copies = sum("#copy-" in key for key in keys)
-    results = {"points": len(vectors), "photos": counts["photos"], "views_per_photo": counts["views"], "copies": copies}
+    results = {
+        "weights": extractor[3],
+        "points": len(vectors),
+        "photos": counts["photos"],
+        "views_per_photo": counts["views"],
+        "copies": copies,
+    }
     with (
         tempfile.TemporaryDirectory(prefix="server_settings-") as scratch,
         tempfile.TemporaryDirectory(prefix="server_settings-", dir=RAM_DISK) as ram_scratch,
@@ -560,6 +579,10 @@ def run(args, device) -> dict:
         results["accuracy"] = accuracy(shard, int8_shard, vectors, rows)
         log(f"near-duplicates: the qdrant neighbour method over all {len(vectors):,} images against exact pairs")
         engines = {"notebook": (shard, edge_search()), "int8": (int8_shard, edge_search(INT8_PARAMS))}
+        engines |= {
+            f"int8 oversampling={x}": (int8_shard, edge_search(INT8_PARAMS, oversampling=x)) for x in OVERSAMPLINGS
+        }
+        engines["int8 not rescored"] = (int8_shard, edge_search(INT8_PARAMS, rescore=False))
         results["duplicates"] = duplicates(vectors, planted_pairs(keys), engines)
         shard.close()
         int8_shard.close()
@@ -592,7 +615,7 @@ def run(args, device) -> dict:
 def report(args, machine: dict, results: dict) -> None:
     print(describe_machine(machine))
     print(
-        f"Engine: {results['engine']}; model {args.model} (random weights), {results['points']:,} vectors "
+        f"Engine: {results['engine']}; model {args.model}, weights {results['weights']}, {results['points']:,} vectors "
         f"({results['photos']} photos, {results['views_per_photo']} views of each, {results['copies']} mild copies)"
     )
     build = results["stores"]["real"]["edge_build"]
@@ -639,7 +662,7 @@ def report(args, machine: dict, results: dict) -> None:
         f"precision {exact_t['precision']:.3f}, recall {exact_t['recall']:.3f}); exact all-pairs: "
         f"{dup['exact_pairs']:,} pairs, {dup['planted_found_exact']} of {dup['planted_pairs']} planted"
     )
-    for name in ("notebook", "int8"):
+    for name in [name for name in dup if isinstance(dup[name], dict) and "pairs_jaccard" in dup[name]]:
         engine, chosen = dup[name], dup[name]["threshold_from_engine"]
         print(
             f"  {name}: engine + centred re-scoring {engine['engine_pairs']:,} pairs, {engine['planted_found_engine']} "
@@ -684,7 +707,9 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of photos")
     parser.add_argument("--model", default="resnet50", choices=RESNETS)
     parser.add_argument("--workers", type=int, default=default_workers(), help="image reading threads")
+    weights_argument(parser)
     args = parser.parse_args()
+    args.weights = parsed_weights(parser, args)
     device = pick_device("auto")
     args.batch_size = default_batch_size(device)
     machine = machine_info(device)
@@ -695,7 +720,8 @@ def main() -> None:
     report(args, machine, results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        config = {"model": args.model, "quick": args.quick, "torch_threads": torch.get_num_threads()}
+        config = {"model": args.model, "weights": str(args.weights), "quick": args.quick}
+        config |= {"torch_threads": torch.get_num_threads()}
         args.json.write_text(json.dumps({"machine": machine, "config": config, **results}, indent=2))
         print(f"results written to {args.json}")
 
