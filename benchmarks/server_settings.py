@@ -7,8 +7,9 @@
 No Qdrant server runs on this project's machines, and local mode ignores HNSW and quantization (its search
 is exact). `qdrant-edge-py` runs Qdrant's shard engine in this process: the same HNSW index, int8 scalar
 quantization and rescoring as a server. Its classes are not qdrant-client's, so the settings in
-`imgsim/store.py` (SERVER_COLLECTION, whose `ef_construct` is also the notebook's search ef, and the int8
-alternative INT8_QUANTIZATION with INT8_SEARCH) are translated field by field, never copied.
+`imgsim/store.py` (SERVER_COLLECTION, whose `ef_construct` is also the notebook's search ef, with int8
+quantization, INT8_QUANTIZATION, and the queries' SERVER_SEARCH, INT8_SEARCH; and the same HNSW settings with
+float32 vectors, the alternative) are translated field by field, never copied.
 
 The vectors come from the notebook's own pipeline, with `--weights` (anything IMGSIM_WEIGHTS takes: random,
 `none`, by default; decide settings on trained weights, since random ones crowd every pair near 0.998 raw
@@ -18,13 +19,13 @@ read and embedded as the notebook does it; a mild copy of it made in memory (hal
 views of it, other pictures for this purpose: each the pooled vector of a window of 3 to 5 by 3 to 5 cells of
 the photo's 7 x 7 last feature map, which is what the model makes of that part of the photo, without the cost
 of another forward pass (embedding 10,000 images takes hours on this shared machine). They go into an
-EdgeShard with the notebook's settings, are indexed, and are measured against exact numpy search:
+EdgeShard with float32 vectors and into one with int8, are indexed, and are measured against exact numpy search:
 
-- HNSW recall@10 at the notebook's settings, and at other hnsw_ef values;
+- HNSW recall@10 at the notebook's HNSW settings with float32 vectors, and at other hnsw_ef values;
 - int8 with rescoring (at several oversampling factors) and without: top-10 agreement with exact search
   and the error of the scores;
 - the near-duplicate pairs found the way the `qdrant` neighbour source finds them (the engine's candidates
-  re-scored centred), with the notebook's settings and with int8 (rescored at each oversampling, and not
+  re-scored centred), with float32 vectors and with int8 (rescored at each oversampling, and not
   rescored), against the exact all-pairs path, at a threshold chosen from the exact path's answers, and the
   threshold that the same choice makes from each engine's answers;
 - index build time, and per-query latency against qdrant-client local mode on the same vectors;
@@ -82,10 +83,13 @@ TOP_K = 10
 NOTEBOOK_VECTORS = {"distance": models.Distance.DOT, "on_disk": True}
 # Server defaults that the edge classes need spelled out (qdrant-client leaves them to the server).
 SERVER_DEFAULTS = {"hnsw_config": {"full_scan_threshold": 10_000}}  # KB, Qdrant's default
-# The alternative that store.py describes: int8 scalar quantization in RAM, every query rescored.
+# store.py's server default: int8 scalar quantization in RAM, every query rescored (SERVER_SEARCH).
 INT8_COLLECTION = SERVER_COLLECTION | {"quantization_config": INT8_QUANTIZATION}
+# The float32 alternative: the server's HNSW settings, vectors unquantized (the "notebook" results in the JSON).
+FLOAT32_COLLECTION = {name: value for name, value in SERVER_COLLECTION.items() if name != "quantization_config"}
 INT8_PARAMS = models.SearchParams(quantization=INT8_SEARCH)
-# The notebook's queries set no search params: the engine searches with the collection's ef_construct.
+# float32 queries set no search params: the engine searches with the collection's ef_construct. (On a server the
+# notebook's queries carry store.py's SERVER_SEARCH, INT8_PARAMS here, which sets no hnsw_ef either.)
 NOTEBOOK_SEARCH = models.SearchParams()
 NOTEBOOK_EF = SERVER_COLLECTION["hnsw_config"].ef_construct
 HNSW_EF_CURVE = (16, 32, 64, 128, 256, 512)
@@ -103,7 +107,7 @@ LOCAL_MODE_MAX_POINTS = 20_000
 RAM_DISK = "/dev/shm" if Path("/dev/shm").is_dir() else None
 
 
-# --- the notebook's settings, translated to qdrant-edge ---------------------------------------------------
+# --- the server settings, translated to qdrant-edge ---------------------------------------------------
 
 
 def edge_enum(enum_type, client_value):
@@ -111,7 +115,7 @@ def edge_enum(enum_type, client_value):
     return getattr(enum_type, str(client_value.value if hasattr(client_value, "value") else client_value).title())
 
 
-def edge_config(size: int, collection: dict = SERVER_COLLECTION, vectors: dict = NOTEBOOK_VECTORS) -> edge.EdgeConfig:
+def edge_config(size: int, collection: dict = FLOAT32_COLLECTION, vectors: dict = NOTEBOOK_VECTORS) -> edge.EdgeConfig:
     """An EdgeConfig with the same settings as a server collection created with `collection` and `vectors`.
 
     Every field that qdrant-client sets is passed on under the same name (the edge classes keep the client's
@@ -273,7 +277,7 @@ def spread_of(vectors: np.ndarray, sample: int = 1_000) -> dict:
 # --- the engine and local mode ------------------------------------------------------------------------------
 
 
-def build_shard(path: Path, vectors: np.ndarray, keys=None, collection: dict = SERVER_COLLECTION):
+def build_shard(path: Path, vectors: np.ndarray, keys=None, collection: dict = FLOAT32_COLLECTION):
     """An EdgeShard at `path` with a server collection's settings, filled in upload-sized batches and indexed."""
     shard = edge.EdgeShard.create(str(path), edge_config(vectors.shape[1], collection))
     batch_size, upserted = SERVER_UPLOAD["batch_size"], 0.0
@@ -507,7 +511,7 @@ def duplicates(vectors: np.ndarray, planted: set, engines: dict) -> dict:
 
 
 def accuracy(shard, int8_shard, vectors: np.ndarray, rows: np.ndarray) -> dict:
-    """Top-10 agreement and score error against exact search: the notebook's settings, and int8 quantization."""
+    """Top-10 agreement and score error against exact search: float32 HNSW, and int8 quantization."""
     truth = exact_top(vectors, rows, TOP_K)
     queries = vectors[rows]
 
@@ -567,7 +571,7 @@ def run(args, device) -> dict:
         tempfile.TemporaryDirectory(prefix="server_settings-", dir=RAM_DISK) as ram_scratch,
     ):
         folder, folders = Path(scratch), (Path(scratch), Path(ram_scratch))
-        log(f"engine: {len(vectors):,} vectors into an EdgeShard with the notebook's settings")
+        log(f"engine: {len(vectors):,} vectors into an EdgeShard with the server's HNSW settings, float32")
         shard, built = build_shard(folder / "real", vectors, keys)
         log(f"engine: the same into an EdgeShard with int8 quantization ({INT8_SEARCH})")
         int8_shard, int8_built = build_shard(folder / "real-int8", vectors, keys, INT8_COLLECTION)
@@ -626,13 +630,14 @@ def report(args, machine: dict, results: dict) -> None:
         f"ones by at most {results['returned_vector_max_difference']:.1e}\n"
     )
     accuracy_, ef = results["accuracy"], NOTEBOOK_EF
-    rows = [
-        [f"notebook's HNSW, hnsw_ef={value}", f"{agreed:.4f}", "", ""] for value, agreed in accuracy_["curve"].items()
-    ]
+    rows = [[f"float32 HNSW, hnsw_ef={value}", f"{agreed:.4f}", "", ""] for value, agreed in accuracy_["curve"].items()]
     for name, label in (
-        ("notebook", f"notebook's settings (float32 vectors, no hnsw_ef: ef_construct={ef})"),
+        ("notebook", f"float32 vectors (no hnsw_ef: ef_construct={ef})"),
         ("exact", "exact=True (the engine scans every vector)"),
-        ("int8_rescored", f"int8 quantization, rescored (oversampling={INT8_SEARCH.oversampling}, hnsw_ef={ef})"),
+        (
+            "int8_rescored",
+            f"int8, rescored (oversampling={INT8_SEARCH.oversampling}: the server default; hnsw_ef={ef})",
+        ),
         ("int8_unrescored", f"int8 quantization, not rescored (hnsw_ef={ef})"),
         ("int8_quantization_ignored", f"int8 collection, quantization ignored at query time (hnsw_ef={ef})"),
     ):
@@ -643,7 +648,7 @@ def report(args, machine: dict, results: dict) -> None:
     print()
     rows = [
         [
-            f"notebook's settings (ef_construct={ef})",
+            f"float32 (ef_construct={ef})",
             f"{accuracy_['notebook']['top10_agreement']:.4f}",
             f"{accuracy_['notebook']['batched_ms_per_query']:.2f}",
         ]
@@ -672,7 +677,7 @@ def report(args, machine: dict, results: dict) -> None:
         )
     print()
     rows = []
-    kinds = (("edge", "Qdrant Edge, notebook's settings"), ("int8", "Qdrant Edge, int8"), ("local", "local mode"))
+    kinds = (("edge", "Qdrant Edge, float32"), ("int8", "Qdrant Edge, int8 (rescored)"), ("local", "local mode"))
     for name, store_set in results["stores"].items():
         for kind, label in kinds:
             if kind not in store_set:
@@ -696,7 +701,7 @@ def report(args, machine: dict, results: dict) -> None:
         ["vectors", "store", "build s", "load s", "top-10 p50 ms", "p95 ms", "RSS MB (anon + file)", "disk MB"], rows
     )
     print(f"\nspread (raw scores): {json.dumps(results['spread'])}")
-    print(f"synthetic recall@10 at the notebook's settings: {results['synthetic_accuracy']['top10_agreement']:.4f}")
+    print(f"synthetic recall@10, float32 HNSW: {results['synthetic_accuracy']['top10_agreement']:.4f}")
     print(f"\nwall time {results['wall_s']:.0f} s")
 
 
