@@ -35,10 +35,10 @@ ORIGINALS = 12  # of them, each copied three ways and used as queries
 # copy did; the test allows one crop in ORIGINALS to miss.
 CROPS_MISSING_AT_MOST = 1
 VIEWS = 4  # feature-map windows per photo (the benchmark's views): more vectors for the int8 check
-# What store.py claims for its server default, int8 rescored at INT8_SEARCH's oversampling: 1.0000 of the exact
-# top 10 on 1,750 trained vectors (benchmarks/server_settings.py --quick --weights <the AugNet file>), and at least
-# 0.99 (the bar it was chosen by); checked here on the shared photos' vectors and their views.
-INT8_RESCORED_TOP10_CLAIM = 0.99
+# What store.py and the notebook claim for the server default, int8 rescored at INT8_SEARCH's oversampling: the
+# same top 10 as exact search (1.0000 on 1,750 trained vectors, benchmarks/server_settings.py --quick --weights
+# <the AugNet file>). On this test's 336 vectors it found 1.0000; not rescored, or at oversampling 1, 0.9952.
+INT8_RESCORED_TOP10_CLAIM = 0.999
 
 needs_photos = pytest.mark.skipif(not SHARED_PHOTOS.is_dir(), reason=f"no shared photos at {SHARED_PHOTOS}")
 
