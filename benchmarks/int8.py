@@ -21,8 +21,19 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from levers import ROOF_SIDE, gflop_per_image, roof_gflops, spread, the_model, top10_agreement  # noqa: E402
-from run import DEFAULT_IMAGES, describe_machine, log, machine_info, median, model_only_rate, select_photos  # noqa: E402
+from levers import ROOF_SIDE, gflop_per_image, roof_gflops, spread, top10_agreement  # noqa: E402
+from run import (  # noqa: E402
+    DEFAULT_IMAGES,
+    benchmark_model,
+    describe_machine,
+    log,
+    machine_info,
+    median,
+    model_only_rate,
+    parsed_weights,
+    select_photos,
+    weights_argument,
+)
 
 from imgsim.calibration import make_copies  # noqa: E402
 from imgsim.embedding import embed_images  # noqa: E402
@@ -68,16 +79,17 @@ def embed_all(run_model, images: list, preprocess) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", default="none", help="anything IMGSIM_WEIGHTS takes")
     parser.add_argument("--model", default="resnet50")
+    weights_argument(parser)
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--photos", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
+    args.weights = parsed_weights(parser, args)
     device = CPU
     machine = machine_info(device)
-    model, preprocess, weights_id = the_model(args, device)
+    model, preprocess, _, weights_id = benchmark_model(args.model, args.weights, device)
     side = preprocess.crop_size[0]
     chosen = select_photos(args.images, args.photos + 32)
     measured, calibrating = chosen[:: (len(chosen) // 32) or 1][:32], None

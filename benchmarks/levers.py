@@ -38,7 +38,6 @@ import math
 import os
 import tempfile
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -50,6 +49,7 @@ from run import (
     COMPILED_WITH,
     STARTED,
     TOP_K,
+    benchmark_model,
     compile_model,
     describe_machine,
     log,
@@ -66,11 +66,10 @@ from run import (
 
 from imgsim.embedding import embed_images, embed_in_batches, embed_pixels, reads_while_computing
 from imgsim.files import find_images
-from imgsim.model import feature_extractor, in_precision
+from imgsim.model import in_precision
 from imgsim.reading import load_image, normalise_pixels
 from imgsim.runtime import export_onnx, onnx_file, onnx_runtime_model
 from imgsim.scoring import top_columns
-from imgsim.settings import SettingError, model_weights
 
 QUICK = {"rounds": 3, "small": 48, "large": 24, "model": 48, "agreement": 64}
 FULL = {"rounds": 5, "small": 128, "large": 48, "model": 128, "agreement": 200}
@@ -421,7 +420,7 @@ def report_timed_folder(timed: dict) -> dict:
 
 def run_levers(args, device, machine: dict) -> dict:
     counts = CUDA if device.type == "cuda" else QUICK if args.quick else FULL
-    model, preprocess, weights_id = the_model(args, device)
+    model, preprocess, _, weights_id = benchmark_model(args.model, args.weights, device)
     if args.only_timed_folder:
         return {"timed_folder": report_timed_folder(timed_folder_study(args, device, model, preprocess))}
     photos = (
@@ -516,18 +515,6 @@ def run_levers(args, device, machine: dict) -> dict:
 
 ROOF_SIDE = 4096  # the roof: a ROOF_SIDE x ROOF_SIDE float32 matrix product, the fastest thing these cores do
 RUNTIME_TARGETS = {"end_to_end_vs_eager_model_only": 1.4, "model_alone_share_of_roof": 0.8}
-
-
-def the_model(args, device):
-    """(model, preprocess, weights id) for --weights, checked as the notebook checks IMGSIM_WEIGHTS."""
-    try:
-        weights = model_weights(args.weights, args.model)
-    except SettingError as error:
-        raise SystemExit(f"--weights: {error}") from None
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="IMGSIM_WEIGHTS=none")  # said in every result's header
-        model, preprocess, weights_id, _ = feature_extractor(args.model, weights, device)
-    return model, preprocess, weights_id
 
 
 def roof_gflops(side: int = ROOF_SIDE, repeats: int = 2) -> float:
@@ -670,7 +657,7 @@ def spread(values) -> str:
 def run_runtime_lever(args, device, machine: dict) -> dict:
     """The runtime lever: eager, jit compile and ONNX Runtime, model alone and end to end, against the roof."""
     counts = QUICK if args.quick else FULL
-    model, preprocess, weights_id = the_model(args, device)
+    model, preprocess, _, weights_id = benchmark_model(args.model, args.weights, device)
     side = preprocess.crop_size[0]
     gflop = gflop_per_image(model, side)
     with tempfile.TemporaryDirectory(prefix="imgsim-onnx-") as folder:

@@ -4,16 +4,17 @@
     python benchmarks/run.py --json results.json    # the full run, also written as JSON
     python benchmarks/levers.py [--quick]           # what each tuning lever changes (its own table)
 
-Everything runs in one process on this machine, with the `imgsim` package's own functions and a randomly
-initialised model (speed does not depend on the weights). The main table measures, on small photos and on
-12-megapixel JPEGs (upscaled from the small ones with light grain, made once into data/benchmark_cache/):
-model-only (the bare forward pass on normalised tensors), the notebook's pipeline (`embed_in_batches`),
-its reading alone, and the original tutorial's loop (one image at a time, Resize(1024), default memory
-format); then Qdrant local mode's upload and top-10 query times for DOT and COSINE, and the near-duplicate
-scan at 1k and 10k vectors with both neighbour sources (numpy, qdrant). This machine's speed drifts by 10 %
-and more, so throughputs are measured in rounds (model-only right before and after the pipeline), ratios
-are taken within each round, and the table shows medians. Photos are read once before timing, and every
-measurement is warmed up first.
+Everything runs in one process on this machine, with the `imgsim` package's own functions and, by default, a
+randomly initialised model (speed does not depend on the weights); `--weights` takes anything IMGSIM_WEIGHTS
+takes (none, a torchvision weights name, a .pth file), checked by `imgsim.settings`, and every table names
+them. The main table measures, on small photos and on 12-megapixel JPEGs (upscaled from the small ones with
+light grain, made once into data/benchmark_cache/): model-only (the bare forward pass on normalised tensors),
+the notebook's pipeline (`embed_in_batches`), its reading alone, and the original tutorial's loop (one image
+at a time, Resize(1024), default memory format); then Qdrant local mode's upload and top-10 query times for
+DOT and COSINE, and the near-duplicate scan at 1k and 10k vectors with both neighbour sources (numpy, qdrant).
+This machine's speed drifts by 10 % and more, so throughputs are measured in rounds (model-only right before
+and after the pipeline), ratios are taken within each round, and the table shows medians. Photos are read once
+before timing, and every measurement is warmed up first.
 """
 
 import argparse
@@ -33,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image, ImageChops
 from qdrant_client import QdrantClient, models
 from torchvision import transforms
@@ -48,6 +48,7 @@ from imgsim.model import RESNETS, Autocast, default_batch_size, feature_extracto
 from imgsim.neighbours import NEAREST_LOOKED_AT_FOR_PAIRS, ExactNeighbours, QdrantNeighbours  # noqa: E402
 from imgsim.reading import load_image  # noqa: E402
 from imgsim.runtime import onnx_file, onnx_runtime_model  # noqa: E402
+from imgsim.settings import SettingError, model_weights  # noqa: E402
 from imgsim.store import image_points  # noqa: E402
 
 STARTED = time.perf_counter()
@@ -202,11 +203,29 @@ def per_second(count: int, run) -> float:
     return count / (time.perf_counter() - started)
 
 
-def random_model(model_name: str, device: torch.device):
+def benchmark_model(model_name: str, weights: str | Path, device: torch.device):
+    """The notebook's feature extractor with `weights` (as `--weights` parsed them): (model, preprocess, vector
+    size, weights id), the id being what every table prints beside its figures."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="IMGSIM_WEIGHTS=none")  # random weights on purpose
-        model, preprocess, _, vector_size = feature_extractor(model_name, "none", device)
-    return model, preprocess, vector_size
+        warnings.filterwarnings("ignore", message="IMGSIM_WEIGHTS=none")  # random weights on purpose, when asked
+        model, preprocess, weights_id, vector_size = feature_extractor(model_name, weights, device)
+    return model, preprocess, vector_size, weights_id
+
+
+def weights_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights",
+        default="none",
+        help="what IMGSIM_WEIGHTS takes: none (random, the default), a torchvision weights name, a .pth state dict",
+    )
+
+
+def parsed_weights(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | Path:
+    """--weights checked by the notebook's own rule (imgsim.settings.model_weights) for --model."""
+    try:
+        return model_weights(args.weights, args.model)
+    except SettingError as error:
+        parser.error(f"--weights: {error}")
 
 
 @torch.inference_mode()
@@ -455,14 +474,12 @@ def main_table_rows(args, rates: dict, qdrant: list[dict], photos: dict, rounds:
 def run_main(args, device, machine: dict) -> dict:
     counts = QUICK if args.quick else FULL
     photos = photo_sets(args, counts["small"], counts["large"])
-    model, preprocess, vector_size = random_model(args.model, device)
-    torch.manual_seed(0)
-    tutorial_model = torchvision.models.get_model(args.model, weights=None)
-    tutorial_model.fc = torch.nn.Identity()
+    model, preprocess, vector_size, weights_id = benchmark_model(args.model, args.weights, device)
+    tutorial_model = benchmark_model(args.model, args.weights, device)[0].to(memory_format=torch.contiguous_format)
     log("exporting the model to ONNX")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="imgsim-onnx-") as folder:
-        path = onnx_file(Path(folder), args.model, "none", preprocess.crop_size[0])
+        path = onnx_file(Path(folder), args.model, weights_id, preprocess.crop_size[0])
         onnx, why = onnx_runtime_model(model, preprocess.crop_size[0], path)  # the session keeps what it read
     export_s = time.perf_counter() - started
     if onnx is model:
@@ -480,7 +497,8 @@ def run_main(args, device, machine: dict) -> dict:
     ratios, by_round = ratios_of(per_round, qdrant, export_s)
 
     print(describe_machine(machine))
-    print(f"Model: {args.model} (random weights), float32, batch {args.batch_size}, {args.workers} reading threads;")
+    print(f"Model: {args.model}, weights {weights_id}, float32, batch {args.batch_size},", end=" ")
+    print(f"{args.workers} reading threads;")
     print(f"exported to ONNX and opened in ONNX Runtime in {export_s:.1f} s (the notebook's default on a CPU)\n")
     headers = ["measurement (throughputs: median over rounds)", "n", "throughput", "top-10 p50 ms", "p95 ms"]
     print_table(headers, main_table_rows(args, rates, qdrant, photos, counts["rounds"]))
@@ -499,6 +517,7 @@ def run_main(args, device, machine: dict) -> dict:
     wall_s = time.perf_counter() - STARTED
     print(f"\nwall time {wall_s:.0f} s")
     return {
+        "weights": weights_id,
         "throughput_img_per_s": rates,
         "throughput_per_round": per_round,
         "qdrant": qdrant,
@@ -521,6 +540,7 @@ def setup(description: str, levers: bool = False) -> tuple[argparse.Namespace, t
     parser.add_argument("--model", default="resnet50", choices=RESNETS)
     parser.add_argument("--batch-size", type=int, help="default: the notebook's (8 on a CPU, 32 on a GPU)")
     parser.add_argument("--workers", type=int, default=default_workers(), help="image reading threads")
+    weights_argument(parser)
     if levers:
         parser.add_argument(
             "--only-compiling", action="store_true", help="only compiling, half precision's agreement, the timed folder"
@@ -536,10 +556,8 @@ def setup(description: str, levers: bool = False) -> tuple[argparse.Namespace, t
             "--only-agreement", action="store_true", help="only top-10 agreement: half precision, compiled, onnxruntime"
         )
         parser.add_argument("--folder-images", type=int, default=2_000, help="photos timed end to end (runtime)")
-        parser.add_argument(
-            "--weights", default="none", help="anything IMGSIM_WEIGHTS takes: none (random), a name, a .pth file"
-        )
     args = parser.parse_args()
+    args.weights = parsed_weights(parser, args)
     device = pick_device("auto")
     args.batch_size = args.batch_size or default_batch_size(device)
     return args, device, machine_info(device)
@@ -549,6 +567,7 @@ def save_json(args, machine: dict, results: dict) -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         config = {"model": args.model, "batch_size": args.batch_size, "workers": args.workers, "quick": args.quick}
+        config |= {"weights": str(args.weights)} if "weights" in args else {}
         args.json.write_text(json.dumps({"machine": machine, "config": config, **results}, indent=2))
         print(f"results written to {args.json}")
 

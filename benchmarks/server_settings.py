@@ -2,32 +2,36 @@
 
     python benchmarks/server_settings.py --quick --json out.json   # 1,750 vectors and 20,000 synthetic ones
     python benchmarks/server_settings.py --json results.json       # 10,500 vectors and 100,000 synthetic ones
+    python benchmarks/server_settings.py --quick --weights ../shared/weights/resnet50-augnet-backbone.pth
 
 No Qdrant server runs on this project's machines, and local mode ignores HNSW and quantization (its search
 is exact). `qdrant-edge-py` runs Qdrant's shard engine in this process: the same HNSW index, int8 scalar
 quantization and rescoring as a server. Its classes are not qdrant-client's, so the settings in
-`imgsim/store.py` (SERVER_COLLECTION, whose `ef_construct` is also the notebook's search ef, and the int8
-alternative INT8_QUANTIZATION with INT8_SEARCH) are translated field by field, never copied.
+`imgsim/store.py` (SERVER_COLLECTION, whose `ef_construct` is also the notebook's search ef, with int8
+quantization, INT8_QUANTIZATION, and the queries' SERVER_SEARCH, INT8_SEARCH; and the same HNSW settings with
+float32 vectors, the alternative) are translated field by field, never copied.
 
-The vectors come from the notebook's own pipeline (random weights, as everywhere on these machines): each
-photo of the shared folder read and embedded as the notebook does it; a mild copy of it made in memory (half
-size, JPEG quality 40 or a 5 % crop, the edits the calibration plants: a near-duplicate), read and embedded
-the same way; and several views of it, other pictures for this purpose: each the pooled vector of a window
-of 3 to 5 by 3 to 5 cells of the photo's 7 x 7 last feature map, which is what the model makes of that part
-of the photo, without the cost of another forward pass (embedding 10,000 images takes hours on this shared
-machine). They go into an EdgeShard with the notebook's settings, are indexed, and are measured against
-exact numpy search:
+The vectors come from the notebook's own pipeline, with `--weights` (anything IMGSIM_WEIGHTS takes: random,
+`none`, by default; decide settings on trained weights, since random ones crowd every pair near 0.998 raw
+cosine, int8's worst case, and the tables name the weights that made them): each photo of the shared folder
+read and embedded as the notebook does it; a mild copy of it made in memory (half size, JPEG quality 40 or a
+5 % crop, the edits the calibration plants: a near-duplicate), read and embedded the same way; and several
+views of it, other pictures for this purpose: each the pooled vector of a window of 3 to 5 by 3 to 5 cells of
+the photo's 7 x 7 last feature map, which is what the model makes of that part of the photo, without the cost
+of another forward pass (embedding 10,000 images takes hours on this shared machine). They go into an
+EdgeShard with float32 vectors and into one with int8, are indexed, and are measured against exact numpy search:
 
-- HNSW recall@10 at the notebook's settings, and at other hnsw_ef values;
+- HNSW recall@10 at the notebook's HNSW settings with float32 vectors, and at other hnsw_ef values;
 - int8 with rescoring (at several oversampling factors) and without: top-10 agreement with exact search
   and the error of the scores;
 - the near-duplicate pairs found the way the `qdrant` neighbour source finds them (the engine's candidates
-  re-scored centred), with the notebook's settings and with int8, against the exact all-pairs path, at a
-  threshold chosen from the exact path's answers, and the threshold that the same choice makes from each
-  engine's answers;
+  re-scored centred), with float32 vectors and with int8 (rescored at each oversampling, and not
+  rescored), against the exact all-pairs path, at a threshold chosen from the exact path's answers, and the
+  threshold that the same choice makes from each engine's answers;
 - index build time, and per-query latency against qdrant-client local mode on the same vectors;
-- load time and resident memory of the shard and of local mode, each opened in a fresh process, with the
-  real vectors and with synthetic ones of the same mean and covariance at 100,000 (20,000 with --quick).
+- load time and resident memory of the shards and of local mode, each opened in a fresh process, with the
+  real vectors and with synthetic ones of the same mean and covariance at 100,000 (20,000 with --quick),
+  where int8's top-10 agreement is measured again at each oversampling.
 
 The threshold is not chosen by `imgsim.calibration.calibrate` (which needs files, a client and a scratch
 collection) but by its criterion, applied to every planted copy: the cut where the smaller of precision
@@ -52,7 +56,18 @@ import qdrant_edge as edge
 import torch
 from PIL import ImageOps
 from qdrant_client import QdrantClient, models
-from run import DEFAULT_IMAGES, ROOT, describe_machine, log, machine_info, print_table, random_model, select_photos
+from run import (
+    DEFAULT_IMAGES,
+    ROOT,
+    benchmark_model,
+    describe_machine,
+    log,
+    machine_info,
+    parsed_weights,
+    print_table,
+    select_photos,
+    weights_argument,
+)
 
 from imgsim.duplicates import similar_pairs
 from imgsim.embedding import default_workers, embed_images
@@ -69,14 +84,18 @@ TOP_K = 10
 NOTEBOOK_VECTORS = {"distance": models.Distance.DOT, "on_disk": True}
 # Server defaults that the edge classes need spelled out (qdrant-client leaves them to the server).
 SERVER_DEFAULTS = {"hnsw_config": {"full_scan_threshold": 10_000}}  # KB, Qdrant's default
-# The alternative that store.py describes: int8 scalar quantization in RAM, every query rescored.
+# store.py's server default: int8 scalar quantization in RAM, every query rescored (SERVER_SEARCH).
 INT8_COLLECTION = SERVER_COLLECTION | {"quantization_config": INT8_QUANTIZATION}
+# The float32 alternative: the server's HNSW settings, vectors unquantized (the "notebook" results in the JSON).
+FLOAT32_COLLECTION = {name: value for name, value in SERVER_COLLECTION.items() if name != "quantization_config"}
 INT8_PARAMS = models.SearchParams(quantization=INT8_SEARCH)
-# The notebook's queries set no search params: the engine searches with the collection's ef_construct.
+# float32 queries set no search params: the engine searches with the collection's ef_construct. (On a server the
+# notebook's queries carry store.py's SERVER_SEARCH, INT8_PARAMS here, which sets no hnsw_ef either.)
 NOTEBOOK_SEARCH = models.SearchParams()
 NOTEBOOK_EF = SERVER_COLLECTION["hnsw_config"].ef_construct
 HNSW_EF_CURVE = (16, 32, 64, 128, 256, 512)
 OVERSAMPLING_CURVE = (1.0, 2.0, 4.0, 8.0, 16.0)
+OVERSAMPLINGS = sorted({*OVERSAMPLING_CURVE, INT8_SEARCH.oversampling})  # int8 rescored at each
 # photos, views of each, a mild copy of every `copy_every`-th photo; queries for accuracy and for latency
 QUICK = {"photos": 250, "views": 5, "copy_every": 1, "queries": 500, "latency_queries": 100, "synthetic": 20_000}
 FULL = {"photos": 1_000, "views": 9, "copy_every": 2, "queries": 1_000, "latency_queries": 200, "synthetic": 100_000}
@@ -89,7 +108,7 @@ LOCAL_MODE_MAX_POINTS = 20_000
 RAM_DISK = "/dev/shm" if Path("/dev/shm").is_dir() else None
 
 
-# --- the notebook's settings, translated to qdrant-edge ---------------------------------------------------
+# --- the server settings, translated to qdrant-edge ---------------------------------------------------
 
 
 def edge_enum(enum_type, client_value):
@@ -97,7 +116,7 @@ def edge_enum(enum_type, client_value):
     return getattr(enum_type, str(client_value.value if hasattr(client_value, "value") else client_value).title())
 
 
-def edge_config(size: int, collection: dict = SERVER_COLLECTION, vectors: dict = NOTEBOOK_VECTORS) -> edge.EdgeConfig:
+def edge_config(size: int, collection: dict = FLOAT32_COLLECTION, vectors: dict = NOTEBOOK_VECTORS) -> edge.EdgeConfig:
     """An EdgeConfig with the same settings as a server collection created with `collection` and `vectors`.
 
     Every field that qdrant-client sets is passed on under the same name (the edge classes keep the client's
@@ -174,20 +193,21 @@ def mild_copy(number: int, path: Path, folder: Path, preprocess) -> LoadedImage:
     return decode_image(out.getvalue(), Path(f"{relative_key(path, folder)}#copy-{kind}"), preprocess)
 
 
-def embed_families(args, counts: dict, device) -> tuple[list[str], np.ndarray]:
+def embed_families(args, counts: dict, device, extractor) -> tuple[list[str], np.ndarray]:
     """Keys and unit vectors of each photo, its views and its mild copy; cached on disk for later runs.
 
     Photos and copies are read and embedded as the notebook reads and embeds files (the first batch is
     checked against `embed_images`); a view is the pooled vector of a window of its photo's feature map.
     """
     photos = select_photos(args.images, counts["photos"])
-    recipe = json.dumps([str(args.images.resolve()), args.model, counts, VIEW_SIDES, list(MILD_COPIES), "v2"])
+    model, preprocess, _, weights_id = extractor
+    recipe = [str(args.images.resolve()), args.model, counts, VIEW_SIDES, list(MILD_COPIES), "v2"]
+    recipe = json.dumps(recipe + [weights_id] * (args.weights != "none"))  # random: the caches made before
     cache = CACHE_DIR / f"server_settings-{args.model}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}.npz"
     if cache.exists():
         saved = np.load(cache)
         log(f"vectors read from {cache}")
         return saved["keys"].tolist(), saved["vectors"]
-    model, preprocess, _ = random_model(args.model, device)
     keys, vectors, started = [], [], time.perf_counter()
     with ThreadPoolExecutor(args.workers) as pool:
         for start in range(0, len(photos), args.batch_size):
@@ -258,7 +278,7 @@ def spread_of(vectors: np.ndarray, sample: int = 1_000) -> dict:
 # --- the engine and local mode ------------------------------------------------------------------------------
 
 
-def build_shard(path: Path, vectors: np.ndarray, keys=None, collection: dict = SERVER_COLLECTION):
+def build_shard(path: Path, vectors: np.ndarray, keys=None, collection: dict = FLOAT32_COLLECTION):
     """An EdgeShard at `path` with a server collection's settings, filled in upload-sized batches and indexed."""
     shard = edge.EdgeShard.create(str(path), edge_config(vectors.shape[1], collection))
     batch_size, upserted = SERVER_UPLOAD["batch_size"], 0.0
@@ -492,7 +512,7 @@ def duplicates(vectors: np.ndarray, planted: set, engines: dict) -> dict:
 
 
 def accuracy(shard, int8_shard, vectors: np.ndarray, rows: np.ndarray) -> dict:
-    """Top-10 agreement and score error against exact search: the notebook's settings, and int8 quantization."""
+    """Top-10 agreement and score error against exact search: float32 HNSW, and int8 quantization."""
     truth = exact_top(vectors, rows, TOP_K)
     queries = vectors[rows]
 
@@ -504,10 +524,7 @@ def accuracy(shard, int8_shard, vectors: np.ndarray, rows: np.ndarray) -> dict:
         measured = measure(on, params, **changes)
         return measured | {"batched_ms_per_query": (time.perf_counter() - started) * 1000 / len(rows)}
 
-    efs, oversampling = (
-        sorted({*HNSW_EF_CURVE, NOTEBOOK_EF}),
-        sorted({*OVERSAMPLING_CURVE, INT8_SEARCH.oversampling}),
-    )
+    efs = sorted({*HNSW_EF_CURVE, NOTEBOOK_EF})
     return {
         "curve": {ef: measure(shard, NOTEBOOK_SEARCH, hnsw_ef=ef)["top10_agreement"] for ef in efs},
         "notebook": timed(shard, NOTEBOOK_SEARCH),
@@ -515,7 +532,7 @@ def accuracy(shard, int8_shard, vectors: np.ndarray, rows: np.ndarray) -> dict:
         "int8_rescored": measure(int8_shard, INT8_PARAMS),
         "int8_unrescored": measure(int8_shard, INT8_PARAMS, rescore=False),
         "int8_quantization_ignored": measure(int8_shard, INT8_PARAMS, ignore=True),
-        "int8_oversampling_curve": {x: timed(int8_shard, INT8_PARAMS, oversampling=x) for x in oversampling},
+        "int8_oversampling_curve": {x: timed(int8_shard, INT8_PARAMS, oversampling=x) for x in OVERSAMPLINGS},
     }
 
 
@@ -537,18 +554,25 @@ def stores(folders: tuple[Path, Path], name: str, built: dict, vectors, queries:
 
 def run(args, device) -> dict:
     counts = QUICK if args.quick else FULL
-    keys, vectors = embed_families(args, counts, device)
+    extractor = benchmark_model(args.model, args.weights, device)
+    keys, vectors = embed_families(args, counts, device, extractor)
     rng = np.random.default_rng(0)
     rows = np.sort(rng.permutation(len(vectors))[: counts["queries"]])
     latency_queries = vectors[rng.permutation(len(vectors))[: counts["latency_queries"]]]
     copies = sum("#copy-" in key for key in keys)
-    results = {"points": len(vectors), "photos": counts["photos"], "views_per_photo": counts["views"], "copies": copies}
+    results = {
+        "weights": extractor[3],
+        "points": len(vectors),
+        "photos": counts["photos"],
+        "views_per_photo": counts["views"],
+        "copies": copies,
+    }
     with (
         tempfile.TemporaryDirectory(prefix="server_settings-") as scratch,
         tempfile.TemporaryDirectory(prefix="server_settings-", dir=RAM_DISK) as ram_scratch,
     ):
         folder, folders = Path(scratch), (Path(scratch), Path(ram_scratch))
-        log(f"engine: {len(vectors):,} vectors into an EdgeShard with the notebook's settings")
+        log(f"engine: {len(vectors):,} vectors into an EdgeShard with the server's HNSW settings, float32")
         shard, built = build_shard(folder / "real", vectors, keys)
         log(f"engine: the same into an EdgeShard with int8 quantization ({INT8_SEARCH})")
         int8_shard, int8_built = build_shard(folder / "real-int8", vectors, keys, INT8_COLLECTION)
@@ -560,6 +584,10 @@ def run(args, device) -> dict:
         results["accuracy"] = accuracy(shard, int8_shard, vectors, rows)
         log(f"near-duplicates: the qdrant neighbour method over all {len(vectors):,} images against exact pairs")
         engines = {"notebook": (shard, edge_search()), "int8": (int8_shard, edge_search(INT8_PARAMS))}
+        engines |= {
+            f"int8 oversampling={x}": (int8_shard, edge_search(INT8_PARAMS, oversampling=x)) for x in OVERSAMPLINGS
+        }
+        engines["int8 not rescored"] = (int8_shard, edge_search(INT8_PARAMS, rescore=False))
         results["duplicates"] = duplicates(vectors, planted_pairs(keys), engines)
         shard.close()
         int8_shard.close()
@@ -576,9 +604,22 @@ def run(args, device) -> dict:
         found = engine_answers(shard, synthetic[synthetic_rows], edge_search(), TOP_K, synthetic_rows)
         results["synthetic_accuracy"] = agreement(synthetic, synthetic_rows, truth, found)
         shard.close()
-        log("synthetic: load time, latency and memory of the shard and of local mode")
+        log("synthetic: the same into an EdgeShard with int8 quantization, rescored at each oversampling and not")
+        int8_shard, int8_built = build_shard(folder / "synthetic-int8", synthetic, collection=INT8_COLLECTION)
+
+        def int8_agreement(**changes) -> float:
+            asked = edge_search(INT8_PARAMS, **changes)
+            found = engine_answers(int8_shard, synthetic[synthetic_rows], asked, TOP_K, synthetic_rows)
+            return agreement(synthetic, synthetic_rows, truth, found)["top10_agreement"]
+
+        results["synthetic_int8_top10_agreement"] = {
+            "not rescored": int8_agreement(rescore=False),
+            **{f"rescored, oversampling={x}": int8_agreement(oversampling=x) for x in OVERSAMPLINGS},
+        }
+        int8_shard.close()
+        log("synthetic: load time, latency and memory of the shards and of local mode")
         queries = synthetic[rng.permutation(len(synthetic))[: counts["latency_queries"]]]
-        results["stores"]["synthetic"] = stores(folders, "synthetic", built, synthetic, queries)
+        results["stores"]["synthetic"] = stores(folders, "synthetic", built, synthetic, queries, int8_built)
     results |= {
         "hnsw_recall_at_10": results["accuracy"]["notebook"]["top10_agreement"],
         "rescored_top10_agreement": results["accuracy"]["int8_rescored"]["top10_agreement"],
@@ -592,7 +633,7 @@ def run(args, device) -> dict:
 def report(args, machine: dict, results: dict) -> None:
     print(describe_machine(machine))
     print(
-        f"Engine: {results['engine']}; model {args.model} (random weights), {results['points']:,} vectors "
+        f"Engine: {results['engine']}; model {args.model}, weights {results['weights']}, {results['points']:,} vectors "
         f"({results['photos']} photos, {results['views_per_photo']} views of each, {results['copies']} mild copies)"
     )
     build = results["stores"]["real"]["edge_build"]
@@ -603,13 +644,14 @@ def report(args, machine: dict, results: dict) -> None:
         f"ones by at most {results['returned_vector_max_difference']:.1e}\n"
     )
     accuracy_, ef = results["accuracy"], NOTEBOOK_EF
-    rows = [
-        [f"notebook's HNSW, hnsw_ef={value}", f"{agreed:.4f}", "", ""] for value, agreed in accuracy_["curve"].items()
-    ]
+    rows = [[f"float32 HNSW, hnsw_ef={value}", f"{agreed:.4f}", "", ""] for value, agreed in accuracy_["curve"].items()]
     for name, label in (
-        ("notebook", f"notebook's settings (float32 vectors, no hnsw_ef: ef_construct={ef})"),
+        ("notebook", f"float32 vectors (no hnsw_ef: ef_construct={ef})"),
         ("exact", "exact=True (the engine scans every vector)"),
-        ("int8_rescored", f"int8 quantization, rescored (oversampling={INT8_SEARCH.oversampling}, hnsw_ef={ef})"),
+        (
+            "int8_rescored",
+            f"int8, rescored (oversampling={INT8_SEARCH.oversampling}: the server default; hnsw_ef={ef})",
+        ),
         ("int8_unrescored", f"int8 quantization, not rescored (hnsw_ef={ef})"),
         ("int8_quantization_ignored", f"int8 collection, quantization ignored at query time (hnsw_ef={ef})"),
     ):
@@ -620,7 +662,7 @@ def report(args, machine: dict, results: dict) -> None:
     print()
     rows = [
         [
-            f"notebook's settings (ef_construct={ef})",
+            f"float32 (ef_construct={ef})",
             f"{accuracy_['notebook']['top10_agreement']:.4f}",
             f"{accuracy_['notebook']['batched_ms_per_query']:.2f}",
         ]
@@ -639,7 +681,7 @@ def report(args, machine: dict, results: dict) -> None:
         f"precision {exact_t['precision']:.3f}, recall {exact_t['recall']:.3f}); exact all-pairs: "
         f"{dup['exact_pairs']:,} pairs, {dup['planted_found_exact']} of {dup['planted_pairs']} planted"
     )
-    for name in ("notebook", "int8"):
+    for name in [name for name in dup if isinstance(dup[name], dict) and "pairs_jaccard" in dup[name]]:
         engine, chosen = dup[name], dup[name]["threshold_from_engine"]
         print(
             f"  {name}: engine + centred re-scoring {engine['engine_pairs']:,} pairs, {engine['planted_found_engine']} "
@@ -649,7 +691,7 @@ def report(args, machine: dict, results: dict) -> None:
         )
     print()
     rows = []
-    kinds = (("edge", "Qdrant Edge, notebook's settings"), ("int8", "Qdrant Edge, int8"), ("local", "local mode"))
+    kinds = (("edge", "Qdrant Edge, float32"), ("int8", "Qdrant Edge, int8 (rescored)"), ("local", "local mode"))
     for name, store_set in results["stores"].items():
         for kind, label in kinds:
             if kind not in store_set:
@@ -673,7 +715,9 @@ def report(args, machine: dict, results: dict) -> None:
         ["vectors", "store", "build s", "load s", "top-10 p50 ms", "p95 ms", "RSS MB (anon + file)", "disk MB"], rows
     )
     print(f"\nspread (raw scores): {json.dumps(results['spread'])}")
-    print(f"synthetic recall@10 at the notebook's settings: {results['synthetic_accuracy']['top10_agreement']:.4f}")
+    print(f"synthetic recall@10, float32 HNSW: {results['synthetic_accuracy']['top10_agreement']:.4f}")
+    int8_curve = ", ".join(f"{name} {agreed:.4f}" for name, agreed in results["synthetic_int8_top10_agreement"].items())
+    print(f"synthetic recall@10, int8: {int8_curve}")
     print(f"\nwall time {results['wall_s']:.0f} s")
 
 
@@ -684,7 +728,9 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of photos")
     parser.add_argument("--model", default="resnet50", choices=RESNETS)
     parser.add_argument("--workers", type=int, default=default_workers(), help="image reading threads")
+    weights_argument(parser)
     args = parser.parse_args()
+    args.weights = parsed_weights(parser, args)
     device = pick_device("auto")
     args.batch_size = default_batch_size(device)
     machine = machine_info(device)
@@ -695,7 +741,8 @@ def main() -> None:
     report(args, machine, results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        config = {"model": args.model, "quick": args.quick, "torch_threads": torch.get_num_threads()}
+        config = {"model": args.model, "weights": str(args.weights), "quick": args.quick}
+        config |= {"torch_threads": torch.get_num_threads()}
         args.json.write_text(json.dumps({"machine": machine, "config": config, **results}, indent=2))
         print(f"results written to {args.json}")
 

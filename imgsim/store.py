@@ -7,7 +7,7 @@ keep (unchanged size and modification time), and which points to delete (files g
 unreadable), and builds each embedded batch's points (`image_points`, the one way points are built); the
 notebook writes them itself as they are embedded (`upsert` batch by batch in local mode, `upload_points` on
 a server), so an interrupted run keeps its work. The server settings below are what a new collection gets
-on a server; its queries need none of their own (see SERVER_COLLECTION).
+on a server, and `connect` gives a server client whose queries carry SERVER_SEARCH (see below).
 """
 
 import atexit
@@ -22,20 +22,32 @@ from imgsim.files import is_inside, label_of, relative_key
 from imgsim.reading import LoadedImage, describe_failure
 
 # Settings for a Qdrant server (local mode accepts and ignores them; the notebook says why these numbers).
-# The collection carries its search settings too: a query that sets no `hnsw_ef` looks at `ef_construct`
+# The collection carries its HNSW search width: a query that sets no `hnsw_ef` looks at `ef_construct`
 # candidates (Qdrant's HNSW index: `params.hnsw_ef.unwrap_or(config.ef)`, with `ef = ef_construct`; checked
-# on Qdrant's engine by tests/test_server_settings.py), so no query has to remember them.
-SERVER_COLLECTION = {"hnsw_config": models.HnswConfigDiff(m=16, ef_construct=200)}
-# int8 scalar quantization in RAM would take 4 times less memory, but measured on Qdrant's engine
-# (benchmarks/server_settings.py, 10,500 ResNet-50 vectors) its HNSW search found 0.96 of the true top 10
-# even with rescoring at oversampling 8, and the near-duplicate pairs agreed with exact search at Jaccard
-# 0.94; without it, 0.999 and 1.0 (docs/scaling.md). For a collection too large for its float32
-# vectors, add INT8_QUANTIZATION to SERVER_COLLECTION and pass INT8_SEARCH as every query's
-# `search_params=models.SearchParams(quantization=INT8_SEARCH)`, knowing that cost.
+# on Qdrant's engine by tests/test_server_settings.py).
+# Vectors: int8 scalar quantization in RAM (2 KiB a 2048-d vector instead of 8; the float32 originals stay on
+# disk), every query rescored on the originals. Decided on trained vectors (benchmarks/server_settings.py
+# --quick --weights resnet50-augnet-backbone.pth: 1,750 vectors of the AugNet ResNet-50 on Qdrant's engine,
+# qdrant-edge 0.9): rescored at oversampling 2 it found all of the exact top 10 (1.0000, as float32 did; 0.9932
+# at oversampling 1 or not rescored), and the near-duplicate pairs agreed with exact search at Jaccard 1.0; on
+# 20,000 synthetic vectors of their mean and covariance, 1.0000 at oversampling 2 and 4 (0.9798 not rescored),
+# in 134 MB resident against float32's 212 MB. Oversampling 4 keeps a margin for far larger collections.
+# Random weights had decided float32 before: every pair of their vectors scores about 0.99, int8's worst case,
+# and on the same run with --weights none int8 rescored found 0.94 of the top 10 at oversampling 4 and 0.985
+# at 8 (pairs: Jaccard 0.99). Tables: docs/scaling.md.
 INT8_QUANTIZATION = models.ScalarQuantization(
     scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
 )
-INT8_SEARCH = models.QuantizationSearchParams(rescore=True, oversampling=8.0)
+INT8_SEARCH = models.QuantizationSearchParams(rescore=True, oversampling=4.0)
+SERVER_COLLECTION = {
+    "hnsw_config": models.HnswConfigDiff(m=16, ef_construct=200),
+    "quantization_config": INT8_QUANTIZATION,
+}
+# Rescoring and oversampling are query settings: Qdrant keeps no collection default for them, and its engine
+# does not rescore int8 unless asked (measured: a query without them scores on the int8 copies, 0.9932). So
+# `connect` gives a server client (ServerClient) that adds SERVER_SEARCH to every query that sets none: no query
+# can forget them.
+SERVER_SEARCH = models.SearchParams(quantization=INT8_SEARCH)
 PAYLOAD_INDEXES = ("label", "path", "model")
 SERVER_UPLOAD = {"batch_size": 256, "parallel": 2}
 
@@ -47,7 +59,7 @@ def connect(url: str | None, api_key: str | None, path: Path) -> QdrantClient:
     """
     if url:
         print(f"Qdrant server at {url}" + (" (with API key)" if api_key else ""))
-        client = QdrantClient(url=url, api_key=api_key)
+        client = ServerClient(url=url, api_key=api_key)
     else:
         path.mkdir(parents=True, exist_ok=True)
         print(f"embedded Qdrant (local mode) stored in {path.resolve()}")
@@ -59,6 +71,22 @@ def connect(url: str | None, api_key: str | None, path: Path) -> QdrantClient:
             raise StorageHeld(path) from None
     atexit.register(client.close)
     return client
+
+
+class ServerClient(QdrantClient):
+    """A client for a Qdrant server whose queries carry SERVER_SEARCH (int8 rescored, oversampled) unless they set
+    search params of their own; in local mode, which ignores them with a warning, the plain client is used."""
+
+    def query_points(self, collection_name: str, *args, search_params=None, **kwargs):
+        return super().query_points(collection_name, *args, search_params=search_params or SERVER_SEARCH, **kwargs)
+
+    def query_points_groups(self, collection_name: str, group_by: str, *args, search_params=None, **kwargs):
+        searched = search_params or SERVER_SEARCH
+        return super().query_points_groups(collection_name, group_by, *args, search_params=searched, **kwargs)
+
+    def query_batch_points(self, collection_name: str, requests, *args, **kwargs):
+        requests = [request.model_copy(update={"params": request.params or SERVER_SEARCH}) for request in requests]
+        return super().query_batch_points(collection_name, requests, *args, **kwargs)
 
 
 class StorageHeld(RuntimeError):

@@ -11,9 +11,17 @@ import sys
 import numpy as np
 import qdrant_edge as edge
 from conftest import NOTEBOOK, ROOT
-from qdrant_client import models
+from qdrant_client import QdrantClient, models
 
-from imgsim.store import INT8_QUANTIZATION, INT8_SEARCH, PAYLOAD_INDEXES, SERVER_COLLECTION
+from imgsim.store import (
+    INT8_QUANTIZATION,
+    INT8_SEARCH,
+    PAYLOAD_INDEXES,
+    SERVER_COLLECTION,
+    SERVER_SEARCH,
+    ServerClient,
+    connect,
+)
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import server_settings  # noqa: E402
@@ -24,15 +32,17 @@ def created_config(path, **options) -> dict:
     return json.loads((path / "edge_config.json").read_text())
 
 
-def test_the_benchmark_shard_is_created_with_the_notebooks_server_settings(tmp_path):
+def test_the_benchmarks_float32_shard_has_the_notebooks_hnsw_settings_and_no_quantization(tmp_path):
     saved = created_config(tmp_path / "shard")
     hnsw = SERVER_COLLECTION["hnsw_config"]
     assert (saved["hnsw_config"]["m"], saved["hnsw_config"]["ef_construct"]) == (hnsw.m, hnsw.ef_construct)
-    assert saved.get("quantization_config") is None and "quantization_config" not in SERVER_COLLECTION
+    assert saved.get("quantization_config") is None
     assert saved["vectors"][""] == {"size": 4, "distance": "Dot", "on_disk": True}
 
 
-def test_the_benchmarks_int8_alternative_is_the_one_store_py_describes(tmp_path):
+def test_the_benchmarks_int8_shard_is_the_server_default_of_store_py(tmp_path):
+    assert server_settings.INT8_COLLECTION == SERVER_COLLECTION, "int8 is the server default (trained vectors)"
+    assert server_settings.INT8_PARAMS == SERVER_SEARCH
     saved = created_config(tmp_path / "shard", collection=server_settings.INT8_COLLECTION)
     scalar = INT8_QUANTIZATION.scalar
     assert saved["quantization_config"] == {
@@ -65,14 +75,18 @@ def test_the_scaling_page_reports_measurements_of_the_settings_a_server_gets():
     hnsw = SERVER_COLLECTION["hnsw_config"]
     assert measured, "docs/scaling.md's recall table has a row for the notebook's settings"
     assert tuple(map(int, measured.groups())) == (hnsw.m, hnsw.ef_construct)
-    assert "quantization_config" not in SERVER_COLLECTION, "float32, as measured"
     indexed = re.search(r"keyword payload indexes on `(\w+)`, `(\w+)` and `(\w+)`", page)
     assert indexed and set(indexed.groups()) == set(PAYLOAD_INDEXES)
 
 
 def test_the_benchmark_queries_with_the_notebooks_search_settings():
     asked = server_settings.edge_search()
-    assert asked.hnsw_ef is None and not asked.exact and asked.quantization is None, "as the notebook: none"
+    assert asked.hnsw_ef is None and not asked.exact and asked.quantization is None, "float32: none"
+    asked = server_settings.edge_search(SERVER_SEARCH)
+    assert asked.hnsw_ef is None and (asked.quantization.rescore, asked.quantization.oversampling) == (
+        INT8_SEARCH.rescore,
+        INT8_SEARCH.oversampling,
+    ), "int8: what a server client adds to every query"
     assert server_settings.NOTEBOOK_EF == SERVER_COLLECTION["hnsw_config"].ef_construct
     changed = server_settings.edge_search(models.SearchParams(hnsw_ef=77), rescore=False)
     assert (changed.hnsw_ef, changed.quantization.rescore) == (77, False)
@@ -111,3 +125,39 @@ def test_the_notebook_creates_server_collections_like_the_benchmark():
     source = "".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
     assert "distance=models.Distance.DOT, on_disk=server)" in source
     assert server_settings.NOTEBOOK_VECTORS == {"distance": models.Distance.DOT, "on_disk": True}
+
+
+def test_a_server_client_adds_the_int8_search_settings_to_every_query_that_sets_none(monkeypatch):
+    """The notebook, neighbours.py, panel.py and tidy.py query without search params; on a server, connect's
+    client adds SERVER_SEARCH (rescored, oversampled) to each, and keeps any a query sets itself."""
+    asked = []
+    monkeypatch.setattr(QdrantClient, "query_points", lambda self, name, **kw: asked.append(kw["search_params"]))
+    monkeypatch.setattr(
+        QdrantClient, "query_points_groups", lambda self, name, by, **kw: asked.append(kw["search_params"])
+    )
+    monkeypatch.setattr(
+        QdrantClient, "query_batch_points", lambda self, name, requests, **kw: asked.extend(r.params for r in requests)
+    )
+    client = ServerClient(location=":memory:")  # a server client's class; no server needed for what it sends
+    own = models.SearchParams(exact=True)
+    client.query_points("images", query=[1.0, 0.0])
+    client.query_points("images", query=[1.0, 0.0], search_params=own)
+    client.query_points_groups("images", "label", query=[1.0, 0.0])
+    requests = [models.QueryRequest(query=[1.0, 0.0]), models.QueryRequest(query=[0.0, 1.0], params=own)]
+    client.query_batch_points("images", requests=requests)
+    client.close()
+    assert asked == [SERVER_SEARCH, own, SERVER_SEARCH, SERVER_SEARCH, own]
+    assert requests[0].params is None, "the caller's requests are left as they were"
+
+
+def test_connect_gives_a_plain_client_in_local_mode(tmp_path):
+    """Local mode ignores search params (with a warning each query), so it gets none."""
+    client = connect(None, None, tmp_path / "qdrant")
+    assert type(client) is QdrantClient
+    client.close()
+
+
+def test_the_notebook_says_the_oversampling_the_server_queries_use():
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    text = " ".join(" ".join("".join(cell["source"]).split()) for cell in cells if cell["cell_type"] == "markdown")
+    assert f"`{INT8_SEARCH.oversampling:g} × limit` candidates then rescored" in text
