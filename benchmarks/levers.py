@@ -39,6 +39,7 @@ import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -340,6 +341,25 @@ def make_crop(source: Path, target: Path, corner: int) -> None:
     crop.resize((width, height), Image.Resampling.BICUBIC).save(target, "JPEG", quality=90)
 
 
+@contextmanager
+def small_photos(images: Path, count: int, what: str):
+    """`count` small photos, crops of the photos in `images`, in a temporary folder read into the page cache."""
+    sources = select_photos(images, min(len(find_images(images)), count))
+    crops_each = math.ceil(count / len(sources))
+    with tempfile.TemporaryDirectory(prefix="imgsim-folder-") as folder:
+        jobs = [
+            (source, Path(folder) / f"{number:05d}.jpg", number % crops_each)
+            for number, source in enumerate(source for source in sources for _ in range(crops_each))
+        ][:count]
+        log(f"{what}: making {len(jobs):,} small photos in {folder}")
+        with ThreadPoolExecutor(os.cpu_count()) as pool:
+            list(pool.map(make_crop, *zip(*jobs, strict=True)))
+        paths = [target for _, target, _ in jobs]
+        for path in paths:
+            path.read_bytes()  # into the page cache, as for every measurement
+        yield paths
+
+
 def timed_folder_study(args, device, model, preprocess) -> dict:
     """FOLDER_IMAGES small photos through the pipeline, end to end: eager, and compiling plus compiled.
 
@@ -347,19 +367,7 @@ def timed_folder_study(args, device, model, preprocess) -> dict:
     first alternates), so that both see the same load; each way's seconds are the sum over its slices, and
     the compiled way's start with compiling the model.
     """
-    sources = select_photos(args.images, min(len(find_images(args.images)), FOLDER_IMAGES))
-    crops_each = math.ceil(FOLDER_IMAGES / len(sources))
-    with tempfile.TemporaryDirectory(prefix="imgsim-folder-") as folder:
-        jobs = [
-            (source, Path(folder) / f"{number:05d}.jpg", number % crops_each)
-            for number, source in enumerate(source for source in sources for _ in range(crops_each))
-        ][:FOLDER_IMAGES]
-        log(f"timed folder: making {len(jobs):,} small photos in {folder}")
-        with ThreadPoolExecutor(os.cpu_count()) as pool:
-            list(pool.map(make_crop, *zip(*jobs, strict=True)))
-        paths = [target for _, target, _ in jobs]
-        for path in paths:
-            path.read_bytes()  # into the page cache, as for every measurement
+    with small_photos(args.images, FOLDER_IMAGES, "timed folder") as paths:
         embed = partial(
             embed_in_batches,
             preprocess=preprocess,
@@ -597,25 +605,12 @@ def runtime_model_rounds(args, device, counts: dict, variants: dict, side: int) 
 def runtime_folder(args, device, variants: dict, seconds: dict, preprocess) -> dict:
     """--folder-images small photos end to end through each runtime, slice by slice in turns, with the eager model
     alone and the roof measured between slices; the jit way's time includes compiling, ONNX's its export."""
-    wanted = args.folder_images
-    sources = select_photos(args.images, min(len(find_images(args.images)), wanted))
-    crops_each = math.ceil(wanted / len(sources))
     made_s = {  # what each way pays before its first image: compiling; exporting, opening and checking the session
         "eager": 0.0,
         "jit": seconds["jit_compile_s"],
         "onnxruntime": seconds["onnx_export_s"] + seconds["onnx_session_s"],
     }
-    with tempfile.TemporaryDirectory(prefix="imgsim-folder-") as folder:
-        jobs = [
-            (source, Path(folder) / f"{number:05d}.jpg", number % crops_each)
-            for number, source in enumerate(source for source in sources for _ in range(crops_each))
-        ][:wanted]
-        log(f"runtime folder: making {len(jobs):,} small photos in {folder}")
-        with ThreadPoolExecutor(os.cpu_count()) as pool:
-            list(pool.map(make_crop, *zip(*jobs, strict=True)))
-        paths = [target for _, target, _ in jobs]
-        for path in paths:
-            path.read_bytes()
+    with small_photos(args.images, args.folder_images, "runtime folder") as paths:
         embed = partial(
             embed_in_batches, preprocess=preprocess, device=device, batch_size=args.batch_size, workers=args.workers
         )
