@@ -100,8 +100,7 @@ def wilson_interval(hits: int, total: int, z: float = 1.96) -> tuple[float, floa
 
 @dataclass
 class Calibration:
-    """The threshold, how it was chosen, the pairs it finds and how many chance explains, and the planted
-    copies it finds (recall)."""
+    """The threshold, how it was chosen, how clear its gap is, and the planted copies it finds (recall)."""
 
     threshold: float | None
     chosen: str  # "auto" or "given"
