@@ -277,9 +277,9 @@ def agreement_study(model, preprocess, device, batch_size: int, paths: list[Path
     variants["compiled"] = compile_model(model, preprocess.crop_size[0], device)
     if device.type == "cpu":
         with tempfile.TemporaryDirectory(prefix="imgsim-onnx-") as folder:  # the session keeps what it read
-            onnx, why = onnx_runtime_model(model, preprocess.crop_size[0], Path(folder) / "model.onnx")
+            onnx, _ = onnx_runtime_model(model, preprocess.crop_size[0], Path(folder) / "model.onnx")
         if onnx is model:
-            raise SystemExit(why)
+            raise SystemExit("ONNX Runtime could not run the model: this measurement needs it (why: above)")
         variants["onnxruntime"] = onnx
 
     def embed_all(run_model) -> tuple[np.ndarray, float]:
@@ -566,10 +566,10 @@ def runtime_variants(model, preprocess, weights_id: str, folder: Path, device) -
     export_onnx(model, side, path)
     seconds["onnx_export_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    onnx, why = onnx_runtime_model(model, side, path)  # the cached file: opens the session, checks it against torch
+    onnx, _ = onnx_runtime_model(model, side, path)  # the cached file: opens the session, checks it against torch
     seconds["onnx_session_s"] = time.perf_counter() - started
     if onnx is model:
-        raise SystemExit(why)
+        raise SystemExit("ONNX Runtime could not run the model: this measurement needs it (why: above)")
     return {"eager": model, "jit": jit, "onnxruntime": onnx}, seconds
 
 

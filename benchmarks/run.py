@@ -480,10 +480,10 @@ def run_main(args, device, machine: dict) -> dict:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="imgsim-onnx-") as folder:
         path = onnx_file(Path(folder), args.model, weights_id, preprocess.crop_size[0])
-        onnx, why = onnx_runtime_model(model, preprocess.crop_size[0], path)  # the session keeps what it read
+        onnx, _ = onnx_runtime_model(model, preprocess.crop_size[0], path)  # the session keeps what it read
     export_s = time.perf_counter() - started
     if onnx is model:
-        raise SystemExit(why)
+        raise SystemExit("ONNX Runtime could not run the model: this measurement needs it (why: above)")
     models_ = (model, onnx, preprocess, tutorial_model.eval().to(device))
     per_round = []
     for number in range(1, counts["rounds"] + 1):

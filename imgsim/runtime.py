@@ -102,12 +102,20 @@ def largest_difference(model, fast, side: int) -> float:
 
 
 def onnx_runtime_model(model: torch.nn.Module, side: int, path: Path, export=export_onnx):
-    """(ONNX Runtime running `model`, what was done), or (`model` itself, why torch keeps it).
+    """(ONNX Runtime running `model`, what was done), or (`model` itself, why torch keeps it); either is
+    printed on one line.
 
     `path` (see `onnx_file`) is reused when it exists, else `model` is exported there on `side`-pixel
     images. The session's vectors are checked against torch's on one batch. When anything fails, `model`
-    comes back and the reason is printed on one line: the run goes on with torch, and says so.
+    comes back with the reason: the run goes on with torch, and says so.
     """
+    fast, how = onnx_runtime_or_torch(model, side, path, export)
+    print(how)
+    return fast, how
+
+
+def onnx_runtime_or_torch(model: torch.nn.Module, side: int, path: Path, export) -> tuple:
+    """What `onnx_runtime_model` gives, without printing it."""
     if isinstance(model, OnnxRuntimeModel):  # the cell run again: already there
         return model, f"ONNX Runtime already runs the model from {model.path}"
     cached = path.is_file()
@@ -123,7 +131,6 @@ def onnx_runtime_model(model: torch.nn.Module, side: int, path: Path, export=exp
         first_line = (str(error).strip().splitlines() or [""])[0][:300]
         why = f"ONNX Runtime not used, torch runs the model: {step} {path} failed"
         why += f" ({type(error).__name__}: {first_line})"
-        print(why)
         return model, why
     return fast, f"ONNX Runtime runs the model from {path} ({'cached: not exported again' if cached else 'exported'})"
 
