@@ -24,72 +24,87 @@ import argparse
 import io
 import json
 import random
-import sys
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance
+from run import CACHE_DIR, benchmark_model, parsed_weights, weights_argument
+from run import DEFAULT_IMAGES as PHOTOS  # importing run puts the package on the path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a clone
 from imgsim.calibration import COPY_KINDS, calibrate_vectors, central_box, make_copies, planted_sample  # noqa: E402
 from imgsim.duplicates import duplicate_groups  # noqa: E402
 from imgsim.embedding import embed_in_batches  # noqa: E402
 from imgsim.files import spread_sample  # noqa: E402
-from imgsim.model import feature_extractor, sha256_of_file  # noqa: E402
+from imgsim.model import sha256_of_file  # noqa: E402
 from imgsim.neighbours import ExactNeighbours  # noqa: E402
 from imgsim.reading import decode_image, load_image  # noqa: E402
-from imgsim.settings import SettingError, model_weights  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-PHOTOS = ROOT.parent / "shared" / "datasets" / "clothing_small_10cls"
-CACHE_DIR = ROOT / "data" / "benchmark_cache"
 USER_EDITS = 3  # copies per photo in the pool, each with an edit drawn at random
+KINDS_OF_EDIT = ("resized", "recompressed", "cropped", "brightened", "cropped+resized+recompressed")
 
 
-def user_edit(image: Image.Image, rng: random.Random) -> tuple[bytes, str]:
-    """A copy as found in people's folders: one edit drawn at random, at a random strength; (JPEG bytes, what)."""
-    kind = rng.choice(["resized", "recompressed", "cropped", "brightened", "cropped+resized+recompressed"])
-    quality = 90
+def draw_edit(size: tuple[int, int], rng: random.Random) -> tuple[str, tuple, str]:
+    """An edit as found in people's folders, drawn at random at a random strength for an image of `size`:
+    (kind, its parameters, what it is in words)."""
+    kind = rng.choice(KINDS_OF_EDIT)
     if kind == "resized":
         scale = rng.uniform(0.15, 0.8)
-        image, what = image.resize((max(8, round(image.width * scale)), max(8, round(image.height * scale)))), scale
-    elif kind == "recompressed":
-        quality = what = rng.randint(8, 75)
-    elif kind == "cropped":
+        return kind, (scale,), f"{kind} {scale:.2f}"
+    if kind == "recompressed":
+        quality = rng.randint(8, 75)
+        return kind, (quality,), f"{kind} {quality}"
+    if kind == "cropped":
         share = rng.uniform(0.7, 0.97)
-        width, height = round(image.width * share), round(image.height * share)
-        left, top = rng.randint(0, image.width - width), rng.randint(0, image.height - height)
-        image, what = image.crop((left, top, left + width, top + height)), round(share, 2)
-    elif kind == "brightened":
+        width, height = round(size[0] * share), round(size[1] * share)
+        left, top = rng.randint(0, size[0] - width), rng.randint(0, size[1] - height)
+        return kind, ((left, top, left + width, top + height),), f"{kind} {round(share, 2):.2f}"
+    if kind == "brightened":
         factor = rng.choice([rng.uniform(0.6, 0.85), rng.uniform(1.15, 1.5)])
-        image, what = ImageEnhance.Contrast(ImageEnhance.Brightness(image).enhance(factor)).enhance(factor), factor
+        return kind, (factor,), f"{kind} {factor:.2f}"
+    share, scale, quality = rng.uniform(0.8, 0.95), rng.uniform(0.3, 0.7), rng.randint(20, 70)
+    return kind, (share, scale, quality), f"{kind} {share:.2f}/{scale:.2f}/q{quality}"
+
+
+def apply_edit(image: Image.Image, kind: str, parameters: tuple) -> bytes:
+    """The edited copy of `image`, as the bytes of a JPEG file."""
+    quality = 90
+
+    def resized(picture, scale):
+        return picture.resize((max(8, round(picture.width * scale)), max(8, round(picture.height * scale))))
+
+    if kind == "resized":
+        image = resized(image, *parameters)
+    elif kind == "recompressed":
+        (quality,) = parameters
+    elif kind == "cropped":
+        image = image.crop(*parameters)
+    elif kind == "brightened":
+        (factor,) = parameters
+        image = ImageEnhance.Contrast(ImageEnhance.Brightness(image).enhance(factor)).enhance(factor)
     else:
-        share, scale, quality = rng.uniform(0.8, 0.95), rng.uniform(0.3, 0.7), rng.randint(20, 70)
-        image = image.crop(central_box(image.size, share))
-        image = image.resize((max(8, round(image.width * scale)), max(8, round(image.height * scale))))
-        what = f"{share:.2f}/{scale:.2f}/q{quality}"
+        share, scale, quality = parameters
+        image = resized(image.crop(central_box(image.size, share)), scale)
     encoded = io.BytesIO()
     image.save(encoded, "JPEG", quality=quality)
-    return encoded.getvalue(), f"{kind} {what:.2f}" if isinstance(what, float) else f"{kind} {what}"
+    return encoded.getvalue()
+
+
+def user_edits(path: Path) -> list[tuple[str, tuple, str]]:
+    """The USER_EDITS edits drawn for the photo at `path`, the same on every run (from its header alone)."""
+    rng = random.Random(path.name)
+    size = Image.open(path).size
+    return [draw_edit(size, rng) for _ in range(USER_EDITS)]
 
 
 def pool_images(path: Path, preprocess) -> list:
-    """One photo's images for the pool: the photo, the calibration's planted copies, then USER_EDITS copies."""
-    rng = random.Random(path.name)
+    """One photo's images for the pool: the photo, the calibration's planted copies, then its user edits."""
     image = Image.open(path).convert("RGB")
-    edited = [decode_image(data, path, preprocess) for data, _ in (user_edit(image, rng) for _ in range(USER_EDITS))]
+    edited = [decode_image(apply_edit(image, kind, parameters), path, preprocess)
+              for kind, parameters, _ in user_edits(path)]  # fmt: skip
     return [load_image(path, preprocess), *make_copies(path, preprocess), *edited]
-
-
-def edit_names(path: Path) -> list[str]:
-    """What `pool_images` did to each user copy of `path` (the same draws, without the images)."""
-    rng = random.Random(path.name)
-    image = Image.open(path).convert("RGB")
-    return [user_edit(image, rng)[1] for _ in range(USER_EDITS)]
 
 
 def build_pool(weights, photos_used: int) -> dict:
@@ -101,9 +116,7 @@ def build_pool(weights, photos_used: int) -> dict:
         saved = np.load(cache, allow_pickle=False)
         return {name: saved[name] for name in saved.files} | {"photos": photos}
     cpu = torch.device("cpu")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="IMGSIM_WEIGHTS=none")
-        model, preprocess, _, _ = feature_extractor("resnet50", weights, cpu)
+    model, preprocess, _, _ = benchmark_model("resnet50", weights, cpu)
     per_photo = 1 + len(COPY_KINDS) + USER_EDITS
     run = embed_in_batches(photos, model, preprocess, cpu, batch_size=8, workers=2, load=pool_images, progress="pool")
     vectors = np.concatenate([batch for _, batch in run])
@@ -114,7 +127,7 @@ def build_pool(weights, photos_used: int) -> dict:
         "originals": vectors[:, 0],
         "planted": vectors[:, 1 : 1 + len(COPY_KINDS)],
         "edited": vectors[:, 1 + len(COPY_KINDS) :],
-        "edits": np.array([edit_names(path) for path in photos]),
+        "edits": np.array([[what for _, _, what in user_edits(path)] for path in photos]),
         "seconds_per_image": np.array(run.seconds / vectors.shape[0] / vectors.shape[1]),
     }
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -122,7 +135,6 @@ def build_pool(weights, photos_used: int) -> dict:
     return pool | {"photos": photos}
 
 
-KINDS_OF_EDIT = ("resized", "recompressed", "cropped", "brightened", "cropped+resized+recompressed")
 PLACEMENTS = ("beside the original", "all in one folder", "spread over the labels")
 
 
@@ -219,14 +231,12 @@ def verdicts(rows: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--makeups", type=int, default=20, help="collections drawn at random (default 20)")
-    parser.add_argument("--weights", default="none", help="anything IMGSIM_WEIGHTS takes (default none: random)")
     parser.add_argument("--photos-used", type=int, default=400, help="photos of the shared folder in the pool")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    weights_argument(parser)
+    parser.set_defaults(model="resnet50")  # the pool's model
     arguments = parser.parse_args()
-    try:
-        weights = model_weights(arguments.weights, "resnet50")
-    except SettingError as error:
-        parser.error(f"--weights: {error}")
+    weights = parsed_weights(parser, arguments)
     torch.set_num_threads(2)
     pool = build_pool(weights, arguments.photos_used)
     print(f"weights: {arguments.weights}; pool: {len(pool['photos'])} photos of {PHOTOS}, "
