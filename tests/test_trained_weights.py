@@ -3,8 +3,8 @@ the shared photos, and the int8 server setting keeps the top-10 that the docs cl
 
 Random weights cannot show any of this (every pair scores about 0.998), so these tests take the trained ResNet-50
 from the `trained_extractor` fixture and skip, saying why, where there is none. The copies are the ones the
-calibration plants (half size, JPEG quality 40, a 5 % crop), made in memory by the server-settings benchmark's
-`mild_copy`. The drawn pictures need nothing shared; the rest needs the shared photos.
+calibration plants (`imgsim.calibration.COPY_KINDS`: half size, JPEG quality 40, a 5 % crop), made in memory.
+The drawn pictures need nothing shared; the rest needs the shared photos.
 """
 
 import io
@@ -18,6 +18,7 @@ from conftest import ROOT, SHARED_PHOTOS, draw_picture, jpeg_bytes
 from PIL import Image
 from qdrant_client import QdrantClient, models
 
+from imgsim.calibration import COPY_KINDS
 from imgsim.embedding import embed_images
 from imgsim.files import find_images, relative_key, spread_sample
 from imgsim.reading import decode_image, load_image
@@ -46,7 +47,7 @@ needs_photos = pytest.mark.skipif(not SHARED_PHOTOS.is_dir(), reason=f"no shared
 def copies_of(image: Image.Image) -> list[tuple[str, bytes]]:
     """(kind, JPEG bytes) of the three mild copies the calibration plants."""
     made = []
-    for kind, (edit, quality) in server_settings.MILD_COPIES.items():
+    for kind, (edit, quality) in COPY_KINDS.items():
         out = io.BytesIO()
         edit(image).save(out, "JPEG", quality=quality)
         made.append((kind, out.getvalue()))
