@@ -3,22 +3,24 @@
 The scale of centred scores changes with the model and the weights, so no fixed threshold fits all. The
 collection's own scores show where it lies, without a guess at how the user's copies were made:
 
-1. **The gap.** Each image's score with its nearest other image (up to GAP_SAMPLE images drawn at random,
-   every folder in proportion) is high for a near-duplicate and lower, spread over a broad bulk, for an
-   image with none. The threshold is the lowest point, between the typical nearest score and 1, whose band
-   (GAP_HALF_WIDTH either side) holds the fewest of those scores: the emptiest stretch between the images
-   that have a near-duplicate and those that do not. How many scores the band still holds says how clear
-   the gap is; a collection without near-duplicates has its gap just above its highest nearest scores.
+1. **The valley.** Up to VALLEY_SAMPLE images are drawn at random (every folder in proportion), and each is
+   scored with its NEIGHBOURS_LOOKED_AT nearest other images. Most of those pairs are merely alike, and their
+   scores thin out towards 1; pairs of near-duplicates pile up close to 1. The threshold is the lowest point
+   of the density of those pair scores (a kernel density, its bandwidth BANDWIDTH_SHARE of the distance
+   from their median to 1) between their median and 1: the valley between the merely alike and the copies.
+   Where the density only falls all the way to 1, the collection holds no near-duplicates of its own, and the
+   threshold goes one bandwidth above its most alike pair.
 2. **Recall.** Copies of a sample of the images, with the edits that make a near-duplicate in practice
    (half the size, JPEG quality 40, 5 % trimmed off the edges), are made and embedded in memory: the share
    that scores at or above the threshold with its original is the recall, by kind of edit, with its 95 %
-   interval. Where fewer than SEPARATES of them are found, the gap lies among near-duplicates, not below
+   interval. Where fewer than SEPARATES of them are found, the valley lies among near-duplicates, not below
    them: the scores do not separate near-duplicates from unrelated images, and only identical files are
    grouped.
 
 Look-alikes (two photos of one garment, burst shots of one scene) can score as high as copies and are then
-grouped: for the model they are near-duplicates. Stronger edits than the gap allows (a thumbnail, a heavy
-crop) score lower and are missed. benchmarks/calibration.py measures both on collections drawn at random.
+grouped: for the model they are near-duplicates. Stronger edits than the valley allows (a thumbnail, a heavy
+crop) score lower and are missed. The precision of the groups is not estimated on the collection:
+benchmarks/calibration.py measures it, with the recall, on collections drawn at random.
 """
 
 import io
@@ -45,9 +47,10 @@ COPY_KINDS = {  # name: (edit, JPEG quality of the copy)
     "reencoded": (lambda image: image, 40),
     "cropped": (lambda image: image.crop(central_box(image.size, 0.95)), 90),
 }
-GAP_SAMPLE = 2_000  # images drawn at random whose nearest other image's score shows the gap, at most
-GAP_HALF_WIDTH = 0.02  # a threshold's band: the scores this close to it
-THRESHOLD_STEP = 0.001
+VALLEY_SAMPLE = 2_000  # images drawn at random whose scores with their nearest other images show the valley
+NEIGHBOURS_LOOKED_AT = 8  # nearest other images each of them is scored with
+BANDWIDTH_SHARE = 0.03  # the density's bandwidth, as a share of the distance from the pair scores' median to 1
+VALLEY_STEPS = 1_000  # points between that median and 1 where the density is computed
 SEPARATES = 0.5  # planted copies found at the threshold, at least, for the scores to separate near-duplicates
 FEWEST_SAMPLED = 20  # images given copies, at least (or all of a smaller collection)
 SAMPLED_SHARE = 6  # at most one image in this many gets copies, so the copies cost about half the embedding
@@ -75,17 +78,35 @@ def make_copies(path: Path, preprocess) -> list[LoadedImage]:
     return copies
 
 
-def emptiest_gap(nearest: np.ndarray) -> tuple[float, int]:
-    """The lowest threshold, between the typical nearest score and 1, whose band (the scores within
-    GAP_HALF_WIDTH of it) holds the fewest of the `nearest` scores, and how many it holds."""
-    nearest = np.sort(nearest[np.isfinite(nearest)])
-    thresholds = np.arange(np.median(nearest), 1 - GAP_HALF_WIDTH, THRESHOLD_STEP)
-    if not len(thresholds):
-        return 1 - GAP_HALF_WIDTH, 0
-    in_band = np.searchsorted(nearest, thresholds + GAP_HALF_WIDTH)
-    in_band -= np.searchsorted(nearest, thresholds - GAP_HALF_WIDTH)
-    lowest = int(np.argmin(in_band))  # argmin takes the first, the lowest of the emptiest
-    return float(np.round(thresholds[lowest], 6)), int(in_band[lowest])
+@dataclass
+class Valley:
+    """Where the density of pair scores is lowest between their median and 1, and how it was found."""
+
+    threshold: float
+    bandwidth: float
+    found: bool  # False where the density only falls towards 1: no near-duplicates of the collection's own
+
+
+def kernel_density(scores: np.ndarray, points: np.ndarray, bandwidth: float) -> np.ndarray:
+    """A Gaussian kernel density of `scores` at `points` (unnormalised), a thousand scores at a time."""
+    density = np.zeros(len(points))
+    for start in range(0, len(scores), 1_000):
+        offsets = (points[:, None] - scores[None, start : start + 1_000]) / bandwidth
+        density += np.exp(-0.5 * offsets**2).sum(axis=1)
+    return density
+
+
+def valley(scores: np.ndarray) -> Valley:
+    """The lowest point of the density of `scores` between their median and 1 (see the module's docstring)."""
+    scores = scores[np.isfinite(scores)]
+    median = float(np.median(scores))
+    bandwidth = BANDWIDTH_SHARE * max(1 - median, 1e-6)
+    points = np.linspace(median, 1.0, VALLEY_STEPS + 1)
+    lowest = int(np.argmin(kernel_density(scores, points, bandwidth)))  # argmin takes the first, the lowest
+    threshold, found = float(points[lowest]), bool(points[lowest] <= 1 - bandwidth)
+    if not found:
+        threshold = min(1.0, float(scores.max()) + bandwidth)
+    return Valley(round(threshold, 6), round(bandwidth, 6), found)
 
 
 def wilson_interval(hits: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -100,15 +121,18 @@ def wilson_interval(hits: int, total: int, z: float = 1.96) -> tuple[float, floa
 
 @dataclass
 class Calibration:
-    """The threshold, how it was chosen, how clear its gap is, and the planted copies it finds (recall)."""
+    """The threshold, how it was chosen, how clear its valley is, and the planted copies it finds (recall)."""
 
     threshold: float | None
     chosen: str  # "auto" or "given"
     fingerprint: str = ""
-    images_looked_at: int = 0  # images drawn at random whose nearest other image's score was taken
-    in_band: int | None = None  # of those, how many score within GAP_HALF_WIDTH of the threshold
+    images_looked_at: int = 0  # images drawn at random, each scored with its NEIGHBOURS_LOOKED_AT nearest
+    pairs_looked_at: int = 0  # the distinct pairs those scores make
+    bandwidth: float | None = None
+    in_band: int | None = None  # of those pairs, how many score within one bandwidth of the threshold
+    valley_found: bool | None = None  # False: the density only falls towards 1, no near-duplicates of its own
     images_above: float | None = None  # images of the collection whose nearest scores at or above it (estimated)
-    closest_pairs: list = field(default_factory=list)  # the highest-scoring of those images with their nearest
+    closest_pairs: list = field(default_factory=list)  # the highest-scoring of those pairs
     sample_images: int = 0
     copy_scores: list[float] = field(default_factory=list)
     copy_kinds: list[str] = field(default_factory=list)
@@ -132,9 +156,15 @@ class Calibration:
                  + (" reused: collection, model and settings unchanged" if self.reused else "")]  # fmt: skip
         if self.images_above is not None:
             lines.append(
-                f"of {self.images_looked_at} images drawn at random, {self.in_band} have their nearest other image "
-                f"within {GAP_HALF_WIDTH} of it (the fewer, the clearer the gap); about {self.images_above:.0f} images "
-                "of the collection have a near-duplicate at or above it"
+                f"{self.images_looked_at} images drawn at random, each scored with its {NEIGHBOURS_LOOKED_AT} nearest: "
+                f"{self.in_band} of {self.pairs_looked_at} pairs score within {self.bandwidth:.3f} of the threshold "
+                f"(the fewer, the clearer the valley); about {self.images_above:.0f} images of the collection have a "
+                "near-duplicate at or above it"
+            )
+        if self.chosen == "auto" and self.valley_found is False:
+            lines.append(
+                "no valley: the pair scores only thin out towards 1, so the collection shows no near-duplicates of "
+                "its own; the threshold is one bandwidth above its most alike pair"
             )
         if self.copy_scores:
             low, high = self.recall_interval
@@ -147,7 +177,7 @@ class Calibration:
         if self.chosen == "auto" and not self.separable:
             closest = "; ".join(f"{a} = {b} ({score:.3f})" for a, b, score in self.closest_pairs)
             lines.append(
-                f"NOT SEPARABLE: at the emptiest gap in the scores, fewer than {SEPARATES:.0%} of the planted copies "
+                f"NOT SEPARABLE: at the valley in the scores, fewer than {SEPARATES:.0%} of the planted copies "
                 "are found. With this model and these weights, near-duplicates "
                 "cannot be told from unrelated images, so only files with identical bytes are grouped. "
                 f"The closest pairs: {closest or 'none'}. To group at a score of your choosing, set "
@@ -156,27 +186,31 @@ class Calibration:
         return "\n".join(lines)
 
 
-def nearest_pairs(neighbours) -> list[tuple[str, str, float]]:
-    """Up to GAP_SAMPLE stored images drawn at random, each with its nearest other stored image and their
-    centred score, highest first."""
-    rows = np.random.default_rng(0).permutation(len(neighbours.keys))[:GAP_SAMPLE]
+def neighbour_pairs(neighbours) -> tuple[list[tuple[str, str, float]], np.ndarray]:
+    """Up to VALLEY_SAMPLE stored images drawn at random, each with its NEIGHBOURS_LOOKED_AT nearest other stored
+    images: the distinct pairs with their centred scores, highest first, and each drawn image's nearest score."""
+    rows = np.random.default_rng(0).permutation(len(neighbours.keys))[:VALLEY_SAMPLE]
     keys = [neighbours.keys[row] for row in sorted(rows)]
-    found = neighbours.nearest_to_stored(keys, 1)
-    pairs = [(key, *others[0]) for key, others in zip(keys, found, strict=True) if others]
-    return sorted(pairs, key=lambda pair: -pair[2])
+    found = [(key, others) for key, others in zip(keys, neighbours.nearest_to_stored(keys, NEIGHBOURS_LOOKED_AT),
+                                                  strict=True) if others]  # fmt: skip
+    pairs = {frozenset((key, other)): (key, other, score) for key, others in found for other, score in others}
+    nearest = np.array([others[0][1] for _, others in found])
+    return sorted(pairs.values(), key=lambda pair: -pair[2]), nearest
 
 
 def calibrate_vectors(neighbours, origins: list[tuple[str, str]], copy_vectors: np.ndarray, threshold) -> Calibration:
     """The calibration on the collection's vectors and the planted copies' (`origins` gives each copy's original
     and kind of edit, in the order of `copy_vectors`); `threshold` None chooses one."""
-    pairs = nearest_pairs(neighbours)
-    nearest = np.array([score for _, _, score in pairs])
-    calibration = Calibration(threshold, "auto" if threshold is None else "given", images_looked_at=len(pairs))
-    calibration.closest_pairs = list({frozenset(pair[:2]): pair for pair in reversed(pairs)}.values())[::-1][:5]
+    pairs, nearest = neighbour_pairs(neighbours)
+    calibration = Calibration(threshold, "auto" if threshold is None else "given", images_looked_at=len(nearest))
+    calibration.pairs_looked_at, calibration.closest_pairs = len(pairs), pairs[:5]
     if not pairs:
         return calibration
-    gap, calibration.in_band = emptiest_gap(nearest)
-    threshold = calibration.threshold = gap if threshold is None else threshold
+    scores = np.array([score for _, _, score in pairs])
+    found = valley(scores)
+    threshold = calibration.threshold = found.threshold if threshold is None else threshold
+    calibration.bandwidth, calibration.valley_found = found.bandwidth, found.found
+    calibration.in_band = int(np.sum(np.abs(scores - threshold) <= found.bandwidth))
     calibration.images_above = float(np.mean(nearest >= threshold) * len(neighbours.keys))
     if not origins:
         return calibration
@@ -213,7 +247,7 @@ def calibrate(
     remove_leftovers(client, collection, workdir, COPY_KINDS)
     kinds = {kind: quality for kind, (_, quality) in COPY_KINDS.items()}
     recipe = [sample_size, FEWEST_SAMPLED, SAMPLED_SHARE, threshold, kinds, neighbours.name]
-    recipe += ["emptiest gap", GAP_SAMPLE, GAP_HALF_WIDTH, SEPARATES]
+    recipe += ["valley", VALLEY_SAMPLE, NEIGHBOURS_LOOKED_AT, BANDWIDTH_SHARE, VALLEY_STEPS, SEPARATES]
     fingerprint = collection_fingerprint(stored, recipe)
     cache = workdir / f"calibration-{collection}.json"
     if saved := load_saved(cache, fingerprint):

@@ -16,7 +16,7 @@ from IPython.display import Image, display
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from torchvision.transforms import functional as TF
 
-from imgsim.calibration import GAP_HALF_WIDTH
+from imgsim.calibration import NEIGHBOURS_LOOKED_AT
 from imgsim.ideas import plot_graph_search, plot_similarity
 from imgsim.reading import load_image, thumbnail
 
@@ -160,8 +160,9 @@ def plot_score_histogram(nearest, calibration, caption: str):
     found = ""
     if calibration.recall is not None and calibration.in_band is not None:
         found = (
-            f"\nnearest scores within {GAP_HALF_WIDTH} of the threshold: {calibration.in_band} of "
-            f"{calibration.images_looked_at}; planted copies at or above it: {calibration.recall:.2f}"
+            f"\npairs of an image and one of its {NEIGHBOURS_LOOKED_AT} nearest within {calibration.bandwidth:.3f} of "
+            f"the threshold: {calibration.in_band} of {calibration.pairs_looked_at}; planted copies at or above it: "
+            f"{calibration.recall:.2f}"
         )
     ax.set_title(caption + found, fontsize=9)
     return fig

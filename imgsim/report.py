@@ -97,12 +97,15 @@ def rounded(value: float | None) -> float | None:
 
 
 def calibration_report(calibration) -> dict:
-    """The report's `duplicates.calibration`: the threshold, how it was chosen, how clear its gap is, the recall."""
+    """The report's `duplicates.calibration`: the threshold, how it was chosen, how clear its valley is, the recall."""
     return {
         "threshold": rounded(calibration.threshold),
         "chosen": calibration.chosen,
         "images_looked_at": calibration.images_looked_at,
+        "pairs_looked_at": calibration.pairs_looked_at,
+        "bandwidth": rounded(calibration.bandwidth),
         "in_band": calibration.in_band,
+        "valley_found": calibration.valley_found,
         "images_above": rounded(calibration.images_above),
         "planted_copies": len(calibration.copy_scores),
         "sample_images": calibration.sample_images,

@@ -17,7 +17,7 @@ from conftest import (
 from PIL import Image, ImageDraw
 from qdrant_client import QdrantClient, models
 
-from imgsim.calibration import COPY_KINDS, central_box, emptiest_gap
+from imgsim.calibration import COPY_KINDS, central_box, valley
 from imgsim.files import find_images, spread_sample
 from imgsim.neighbours import open_neighbours
 from imgsim.report import remove_leftovers
@@ -177,21 +177,30 @@ def test_trained_weights_find_copies_gathered_in_one_folder_made_with_stronger_e
     assert precision >= 0.9 and recall >= 0.9, (precision, recall, str(calibration))
 
 
-def test_the_gap_lies_between_the_unrelated_images_and_their_near_duplicates():
+def test_the_valley_lies_between_the_merely_alike_pairs_and_the_near_duplicates():
     rng = np.random.default_rng(0)
-    unrelated, copies = rng.normal(0.6, 0.1, 400).clip(-1, 0.85), rng.uniform(0.93, 1.0, 60)
+    alike, copies = rng.normal(0.6, 0.1, 3000).clip(-1, 0.85), rng.uniform(0.93, 1.0, 200)
 
-    threshold, in_band = emptiest_gap(np.concatenate([unrelated, copies]))
+    found = valley(np.concatenate([alike, copies]))
 
-    assert unrelated.max() < threshold <= copies.min() and in_band == 0
+    assert found.found and alike.max() < found.threshold <= copies.min()
 
 
-def test_without_near_duplicates_the_gap_lies_above_the_highest_nearest_scores():
-    unrelated = np.random.default_rng(1).normal(0.6, 0.1, 400)
+def test_the_valley_holds_where_most_images_have_near_duplicates_made_with_strong_edits():
+    rng = np.random.default_rng(2)  # 8 pairs an image: most images with a copy make a fifth of the pairs copies
+    alike, copies = rng.normal(0.6, 0.1, 2400).clip(-1, 0.8), rng.uniform(0.86, 1.0, 600)
 
-    threshold, _ = emptiest_gap(unrelated)
+    found = valley(np.concatenate([alike, copies]))
 
-    assert np.sum(unrelated >= threshold) <= 4, "about 1 % of the images, the highest, pair above it"
+    assert found.found and alike.max() < found.threshold <= 0.87, "above the alike pairs, below nearly every copy"
+
+
+def test_without_near_duplicates_the_threshold_lies_above_the_most_alike_pair():
+    alike = np.random.default_rng(1).normal(0.6, 0.1, 3000)
+
+    found = valley(alike)
+
+    assert not found.found and found.threshold > alike.max()
 
 
 def test_what_an_earlier_version_left_behind_is_removed_and_said(tmp_path, capsys):
