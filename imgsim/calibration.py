@@ -5,17 +5,18 @@ collection's own scores show where it lies, without a guess at how the user's co
 
 1. **The valley.** Up to VALLEY_SAMPLE images are drawn at random (every folder in proportion), and each is
    scored with its NEIGHBOURS_LOOKED_AT nearest other images. Most of those pairs are merely alike, and their
-   scores thin out towards 1; pairs of near-duplicates pile up close to 1. The threshold is the lowest point
-   of the density of those pair scores (a kernel density, its bandwidth BANDWIDTH_SHARE of the distance
+   scores thin out towards 1; pairs of near-duplicates pile up close to 1. Copies of a sample of the images,
+   with the edits that make a near-duplicate in practice (half the size, JPEG quality 40, 5 % trimmed off the
+   edges), are made and embedded in memory, and join the pairs with their originals, so that a pile of
+   near-duplicates is there even where the collection holds none of its own. The threshold is the lowest
+   point of the density of all those scores (a kernel density, its bandwidth BANDWIDTH_SHARE of the distance
    from their median to 1) between their median and 1: the valley between the merely alike and the copies.
-   Where the density only falls all the way to 1, the collection holds no near-duplicates of its own, and the
-   threshold goes one bandwidth above its most alike pair.
-2. **Recall.** Copies of a sample of the images, with the edits that make a near-duplicate in practice
-   (half the size, JPEG quality 40, 5 % trimmed off the edges), are made and embedded in memory: the share
-   that scores at or above the threshold with its original is the recall, by kind of edit, with its 95 %
-   interval. Where fewer than SEPARATES of them are found, the valley lies among near-duplicates, not below
-   them: the scores do not separate near-duplicates from unrelated images, and only identical files are
-   grouped.
+   Where the density only falls all the way to 1 (no copies were planted), the threshold goes one bandwidth
+   above the most alike pair.
+2. **Recall.** The share of the planted copies that scores at or above the threshold with its original is the
+   recall, by kind of edit, with its 95 % interval. Where fewer than SEPARATES of them are found, the valley
+   lies among near-duplicates, not below them: the scores do not separate near-duplicates from unrelated
+   images, and only identical files are grouped.
 
 Look-alikes (two photos of one garment, burst shots of one scene) can score as high as copies and are then
 grouped: for the model they are near-duplicates. Stronger edits than the valley allows (a thumbnail, a heavy
@@ -84,7 +85,7 @@ class Valley:
 
     threshold: float
     bandwidth: float
-    found: bool  # False where the density only falls towards 1: no near-duplicates of the collection's own
+    found: bool  # False where the density only falls towards 1: nothing piles up near it
 
 
 def kernel_density(scores: np.ndarray, points: np.ndarray, bandwidth: float) -> np.ndarray:
@@ -130,7 +131,7 @@ class Calibration:
     pairs_looked_at: int = 0  # the distinct pairs those scores make
     bandwidth: float | None = None
     in_band: int | None = None  # of those pairs, how many score within one bandwidth of the threshold
-    valley_found: bool | None = None  # False: the density only falls towards 1, no near-duplicates of its own
+    valley_found: bool | None = None  # False: the density only falls towards 1, nothing piles up near it
     images_above: float | None = None  # images of the collection whose nearest scores at or above it (estimated)
     closest_pairs: list = field(default_factory=list)  # the highest-scoring of those pairs
     sample_images: int = 0
@@ -163,8 +164,8 @@ class Calibration:
             )
         if self.chosen == "auto" and self.valley_found is False:
             lines.append(
-                "no valley: the pair scores only thin out towards 1, so the collection shows no near-duplicates of "
-                "its own; the threshold is one bandwidth above its most alike pair"
+                "no valley: the scores only thin out towards 1, with nothing piled up near it; the threshold is one "
+                "bandwidth above the most alike pair"
             )
         if self.copy_scores:
             low, high = self.recall_interval
@@ -207,19 +208,21 @@ def calibrate_vectors(neighbours, origins: list[tuple[str, str]], copy_vectors: 
     if not pairs:
         return calibration
     scores = np.array([score for _, _, score in pairs])
-    found = valley(scores)
+    copy_scores = np.zeros(0)
+    if origins:
+        originals = neighbours.centred_of([original for original, _ in origins])
+        copy_scores = np.sum(neighbours.centre(copy_vectors) * originals, axis=1)
+    found = valley(np.concatenate([scores, copy_scores]))
     threshold = calibration.threshold = found.threshold if threshold is None else threshold
     calibration.bandwidth, calibration.valley_found = found.bandwidth, found.found
     calibration.in_band = int(np.sum(np.abs(scores - threshold) <= found.bandwidth))
     calibration.images_above = float(np.mean(nearest >= threshold) * len(neighbours.keys))
     if not origins:
         return calibration
-    originals = neighbours.centred_of([original for original, _ in origins])
-    scores = np.sum(neighbours.centre(copy_vectors) * originals, axis=1)
     kinds = [kind for _, kind in origins]
-    hits = scores >= threshold
+    hits = copy_scores >= threshold
     calibration.sample_images = len({original for original, _ in origins})
-    calibration.copy_scores, calibration.copy_kinds = scores.tolist(), kinds
+    calibration.copy_scores, calibration.copy_kinds = copy_scores.tolist(), kinds
     calibration.recall = float(hits.mean())
     calibration.recall_interval = wilson_interval(int(hits.sum()), len(hits))
     calibration.recall_by_kind = {kind: float(np.mean(hits[np.array(kinds) == kind])) for kind in dict.fromkeys(kinds)}
@@ -247,7 +250,8 @@ def calibrate(
     remove_leftovers(client, collection, workdir, COPY_KINDS)
     kinds = {kind: quality for kind, (_, quality) in COPY_KINDS.items()}
     recipe = [sample_size, FEWEST_SAMPLED, SAMPLED_SHARE, threshold, kinds, neighbours.name]
-    recipe += ["valley", VALLEY_SAMPLE, NEIGHBOURS_LOOKED_AT, BANDWIDTH_SHARE, VALLEY_STEPS, SEPARATES]
+    recipe += ["valley of the pairs and the planted copies", VALLEY_SAMPLE, NEIGHBOURS_LOOKED_AT]
+    recipe += [BANDWIDTH_SHARE, VALLEY_STEPS, SEPARATES]
     fingerprint = collection_fingerprint(stored, recipe)
     cache = workdir / f"calibration-{collection}.json"
     if saved := load_saved(cache, fingerprint):

@@ -160,9 +160,9 @@ def plot_score_histogram(nearest, calibration, caption: str):
     found = ""
     if calibration.recall is not None and calibration.in_band is not None:
         found = (
-            f"\npairs of an image and one of its {NEIGHBOURS_LOOKED_AT} nearest within {calibration.bandwidth:.3f} of "
-            f"the threshold: {calibration.in_band} of {calibration.pairs_looked_at}; planted copies at or above it: "
-            f"{calibration.recall:.2f}"
+            f"\n{calibration.in_band} of {calibration.pairs_looked_at} pairs (an image, one of its "
+            f"{NEIGHBOURS_LOOKED_AT} nearest) within {calibration.bandwidth:.3f} of the threshold; "
+            f"planted copies found: {calibration.recall:.2f}"
         )
     ax.set_title(caption + found, fontsize=9)
     return fig
