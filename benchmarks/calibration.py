@@ -2,6 +2,7 @@
 
     python benchmarks/calibration.py --makeups 20 --weights ../shared/weights/resnet50-augnet-backbone.pth
     python benchmarks/calibration.py --makeups 20 --weights none --photos-used 150   # random weights
+    python benchmarks/calibration.py --makeups 40 --first-seed 20 --weights ...     # 40 other makeups, drawn anew
     python benchmarks/calibration.py --makeups 5 --photos-used 200 --json out.json  # a quicker look
 
 A pool is embedded once per weights and cached under data/benchmark_cache: photos of the shared folder (spread
@@ -33,6 +34,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance
@@ -45,7 +47,7 @@ from imgsim.embedding import embed_in_batches  # noqa: E402
 from imgsim.files import spread_sample  # noqa: E402
 from imgsim.model import sha256_of_file  # noqa: E402
 from imgsim.neighbours import ExactNeighbours  # noqa: E402
-from imgsim.plots import plot_thumbnail_rows  # noqa: E402
+from imgsim.plots import shorten  # noqa: E402
 from imgsim.reading import decode_image, load_image  # noqa: E402
 
 POOL_VERSION = 2  # in the pool cache's name: raise it whenever the pool's images change
@@ -314,22 +316,30 @@ def verdicts(rows: list[dict]) -> list[str]:
     ]
 
 
-def plot_pairs_without_copies(rows: list[dict], photos: list[Path], target: Path, caption: str) -> None:
-    """The pairs grouped in makeups that hold no copies, as pictures with their scores (burst shots shown
-    as their whole photo)."""
+def pool_picture(key: str, photos: list[Path]) -> Image.Image:
+    """The picture a makeup's key stands for: a shared photo, or one shot of a burst cut from it."""
     by_key = {f"{photo.parent.name}/{photo.name}": photo for photo in photos}
+    if " burst " not in key:
+        return Image.open(by_key[key]).convert("RGB")
+    stem, shot = key.rsplit(" burst ", 1)
+    image = Image.open(by_key[f"{stem}.jpg"]).convert("RGB")
+    return image.crop(burst_boxes(image.size)[int(shot.removesuffix(".jpg")) - 1])
 
-    def photo_of(key: str) -> Path:
-        return by_key[key.split(" burst ")[0] + ".jpg" if " burst " in key else key]
 
+def plot_pairs_without_copies(rows: list[dict], photos: list[Path], target: Path, caption: str) -> None:
+    """The pairs grouped in makeups that hold no copies, as pictures with their scores."""
     shown = [(row["seed"], pair) for row in rows if not row["copies"] for pair in row["grouped_pairs"]][:8]
     if not shown:
         print("no makeup without copies grouped anything: no picture to draw")
         return
-    figure = plot_thumbnail_rows(
-        [[(photo_of(a), f"makeup {seed}\n{a}"), (photo_of(b), f"{score:.3f}\n{b}")] for seed, (a, b, score) in shown],
-        f"pairs grouped in makeups without copies ({caption})",
-    )
+    figure, axes = plt.subplots(len(shown), 2, figsize=(5.2, 3.0 * len(shown) + 0.6), squeeze=False,
+                                layout="constrained")  # fmt: skip
+    for (seed, (a, b, score)), (left, right) in zip(shown, axes, strict=True):
+        for ax, key, title in ((left, a, f"makeup {seed}"), (right, b, f"{score:.3f}")):
+            ax.imshow(pool_picture(key, photos))
+            ax.set_title(f"{title}\n{shorten(key, 28)}", fontsize=7)
+            ax.axis("off")
+    figure.suptitle(f"pairs grouped in makeups without copies\n{caption}", fontsize=8)
     figure.savefig(target, dpi=80)
     print(f"the pairs grouped without copies: {target}")
 
@@ -337,6 +347,7 @@ def plot_pairs_without_copies(rows: list[dict], photos: list[Path], target: Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--makeups", type=int, default=20, help="collections drawn at random (default 20)")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first makeup's seed: others draw other makeups")
     parser.add_argument("--photos-used", type=int, default=400, help="photos of the shared folder in the pool")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--pictures", type=Path, default=CACHE_DIR / "calibration-pairs-without-copies.jpg",
@@ -350,7 +361,7 @@ def main() -> None:
     print(f"weights: {arguments.weights}; pool: {len(pool['photos'])} photos of {PHOTOS}, "
           f"{float(pool['seconds_per_image']):.3f} s per image embedded")  # fmt: skip
     rows = []
-    for seed in range(arguments.makeups):
+    for seed in range(arguments.first_seed, arguments.first_seed + arguments.makeups):
         rows.append(row := measure(pool, seed))
         evidence = row["evidence"]
         print(f"makeup {seed:2d}: {row['images']} images in {row['folders']} label folders, {row['copies']} copies "
@@ -367,7 +378,7 @@ def main() -> None:
               f"{row['best_recall']:.3f}; shortfall {row['shortfall']:.3f} | {row['calibration_s']} s against "
               f"embedding {row['embedding_s']} s", flush=True)  # fmt: skip
     print("\n".join(verdicts(rows)))
-    plot_pairs_without_copies(rows, pool["photos"], arguments.pictures, f"weights: {arguments.weights}")
+    plot_pairs_without_copies(rows, pool["photos"], arguments.pictures, f"weights: {Path(arguments.weights).name}")
     if arguments.json:
         arguments.json.write_text(json.dumps({"weights": arguments.weights, "makeups": rows}, indent=1))
 
