@@ -177,6 +177,25 @@ def test_trained_weights_find_copies_gathered_in_one_folder_made_with_stronger_e
     assert precision >= 0.9 and recall >= 0.9, (precision, recall, str(calibration))
 
 
+def test_trained_weights_on_photos_without_copies_separate_and_group_few(tmp_path, trained_extractor):
+    if not SHARED_PHOTOS.is_dir():
+        pytest.skip(f"{SHARED_PHOTOS} is not there")
+    folder = tmp_path / "images"
+    for photo in spread_sample(sorted(SHARED_PHOTOS.rglob("*.jpg")), SHARED_PHOTOS, 150):
+        key = photo.relative_to(SHARED_PHOTOS).as_posix()
+        (folder / key).parent.mkdir(parents=True, exist_ok=True)
+        (folder / key).write_bytes(photo.read_bytes())
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    embed = index_with(client, folder, find_images(folder), trained_extractor, "resnet50").batches
+    neighbours = open_neighbours("numpy", client, "images")
+
+    _, calibration, groups = calibrate_as_the_notebook_does(client, folder, embed, neighbours, 200, tmp_path / "r")
+
+    client.close()
+    assert calibration.separable and calibration.recall >= 0.9, "the planted copies show where copies would score"
+    assert sum(map(len, groups)) <= 0.05 * 150, "a few look-alikes at most"
+
+
 def test_the_valley_lies_between_the_merely_alike_pairs_and_the_near_duplicates():
     rng = np.random.default_rng(0)
     alike, copies = rng.normal(0.6, 0.1, 3000).clip(-1, 0.85), rng.uniform(0.93, 1.0, 200)
