@@ -8,11 +8,14 @@ collection's own scores show where it lies, without a guess at how the user's co
    scores thin out towards 1; pairs of near-duplicates pile up close to 1. Copies of a sample of the images,
    with the edits that make a near-duplicate in practice (half the size, JPEG quality 40, 5 % trimmed off the
    edges), are made and embedded in memory, and join the pairs with their originals, so that a pile of
-   near-duplicates is there even where the collection holds none of its own. The threshold is the lowest
-   point of the density of all those scores (a kernel density, its bandwidth BANDWIDTH_SHARE of the distance
-   from their median to 1) between their median and 1: the valley between the merely alike and the copies.
-   Where the density only falls all the way to 1 (no copies were planted), the threshold goes one bandwidth
-   above the most alike pair.
+   near-duplicates is there even where the collection holds none of its own. A kernel density of all those
+   scores (its bandwidth BANDWIDTH_SHARE of the distance from their median to 1, so it follows any model's
+   scale) is followed down from the pile nearest 1 to the first valley whose lower side rises clearly, by
+   CLEAR_RISE standard deviations of chance (`count_noise`): the valley between the copies and whatever is
+   merely alike below them, even a cluster of look-alikes. The threshold is the upper end of that valley's
+   floor, the highest point within one standard deviation of its bottom: below the valley, pairs that are
+   merely alike multiply fast, above it copies thin out slowly. Where the density only falls all the way to
+   1 (no copies were planted), the threshold goes one bandwidth above the most alike pair.
 2. **Recall.** The share of the planted copies that scores at or above the threshold with its original is the
    recall, by kind of edit, with its 95 % interval. Where fewer than SEPARATES of them are found, the valley
    lies among near-duplicates, not below them: the scores do not separate near-duplicates from unrelated
@@ -52,6 +55,7 @@ VALLEY_SAMPLE = 2_000  # images drawn at random whose scores with their nearest 
 NEIGHBOURS_LOOKED_AT = 8  # nearest other images each of them is scored with
 BANDWIDTH_SHARE = 0.03  # the density's bandwidth, as a share of the distance from the pair scores' median to 1
 VALLEY_STEPS = 1_000  # points between that median and 1 where the density is computed
+CLEAR_RISE = 3  # standard deviations of chance (`count_noise`) by which the density must rise to end a valley
 SEPARATES = 0.5  # planted copies found at the threshold, at least, for the scores to separate near-duplicates
 FEWEST_SAMPLED = 20  # images given copies, at least (or all of a smaller collection)
 SAMPLED_SHARE = 6  # at most one image in this many gets copies, so the copies cost about half the embedding
@@ -97,17 +101,32 @@ def kernel_density(scores: np.ndarray, points: np.ndarray, bandwidth: float) -> 
     return density
 
 
+def count_noise(count: float) -> float:
+    """How much a density of `count` scores varies by chance: one standard deviation of a count (+1 keeps it
+    above zero where the density is)."""
+    return float(np.sqrt(count + 1))
+
+
 def valley(scores: np.ndarray) -> Valley:
-    """The lowest point of the density of `scores` between their median and 1 (see the module's docstring)."""
+    """The valley of the density of `scores` below the pile nearest 1 (see the module's docstring)."""
     scores = scores[np.isfinite(scores)]
     median = float(np.median(scores))
     bandwidth = BANDWIDTH_SHARE * max(1 - median, 1e-6)
     points = np.linspace(median, 1.0, VALLEY_STEPS + 1)
-    lowest = int(np.argmin(kernel_density(scores, points, bandwidth)))  # argmin takes the first, the lowest
-    threshold, found = float(points[lowest]), bool(points[lowest] <= 1 - bandwidth)
-    if not found:
-        threshold = min(1.0, float(scores.max()) + bandwidth)
-    return Valley(round(threshold, 6), round(bandwidth, 6), found)
+    density = kernel_density(scores, points, bandwidth)
+    lowest = int(np.argmin(density))
+    if points[lowest] > 1 - bandwidth:
+        return Valley(round(min(1.0, float(scores.max()) + bandwidth), 6), round(bandwidth, 6), False)
+    bottom = lowest + int(np.argmax(density[lowest:]))  # the pile nearest 1; down from it to the first clear rise
+    for point in range(bottom - 1, -1, -1):
+        if density[point] < density[bottom]:
+            bottom = point
+        elif density[point] - density[bottom] > CLEAR_RISE * count_noise(density[bottom]):
+            break
+    top = bottom  # the valley's floor, as far up as it stays within one standard deviation of its bottom
+    while top + 1 < len(points) and density[top + 1] - density[bottom] <= count_noise(density[bottom]):
+        top += 1
+    return Valley(round(float(points[top]), 6), round(bandwidth, 6), True)
 
 
 def wilson_interval(hits: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -251,7 +270,7 @@ def calibrate(
     kinds = {kind: quality for kind, (_, quality) in COPY_KINDS.items()}
     recipe = [sample_size, FEWEST_SAMPLED, SAMPLED_SHARE, threshold, kinds, neighbours.name]
     recipe += ["valley of the pairs and the planted copies", VALLEY_SAMPLE, NEIGHBOURS_LOOKED_AT]
-    recipe += [BANDWIDTH_SHARE, VALLEY_STEPS, SEPARATES]
+    recipe += [BANDWIDTH_SHARE, VALLEY_STEPS, CLEAR_RISE, "floor's upper end", SEPARATES]
     fingerprint = collection_fingerprint(stored, recipe)
     cache = workdir / f"calibration-{collection}.json"
     if saved := load_saved(cache, fingerprint):
