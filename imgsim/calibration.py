@@ -9,7 +9,7 @@ collection's own scores show where it lies, without a guess at how the user's co
    with the edits that make a near-duplicate in practice (half the size, JPEG quality 40, 5 % trimmed off the
    edges), are made and embedded in memory, and join the pairs with their originals, so that a pile of
    near-duplicates is there even where the collection holds none of its own. A kernel density of all those
-   scores (its bandwidth BANDWIDTH_SHARE of the distance from their median to 1, so it follows any model's
+   scores (its bandwidth BANDWIDTH_SHARE of the distance from the pairs' median to 1, so it follows any model's
    scale) is followed down from the pile nearest 1 to the first valley whose lower side rises clearly, by
    CLEAR_RISE standard deviations of chance (`count_noise`): the valley between the copies and whatever is
    merely alike below them, even a cluster of look-alikes. The threshold is the upper end of that valley's
@@ -85,7 +85,7 @@ def make_copies(path: Path, preprocess) -> list[LoadedImage]:
 
 @dataclass
 class Valley:
-    """Where the density of pair scores is lowest between their median and 1, and how it was found."""
+    """The threshold at the valley of the density of pair and planted copy scores, and how it was found."""
 
     threshold: float
     bandwidth: float
@@ -107,16 +107,19 @@ def count_noise(count: float) -> float:
     return float(np.sqrt(count + 1))
 
 
-def valley(scores: np.ndarray) -> Valley:
-    """The valley of the density of `scores` below the pile nearest 1 (see the module's docstring)."""
-    scores = scores[np.isfinite(scores)]
-    median = float(np.median(scores))
+def valley(pair_scores: np.ndarray, copy_scores: np.ndarray) -> Valley:
+    """The valley of the density of the collection's `pair_scores` and the planted `copy_scores` below the pile
+    nearest 1 (see the module's docstring); where it starts and its bandwidth come from the pairs alone, which
+    the planted copies would otherwise pull towards 1 in a small collection."""
+    pair_scores = pair_scores[np.isfinite(pair_scores)]
+    scores = np.concatenate([pair_scores, copy_scores[np.isfinite(copy_scores)]])
+    median = float(np.median(pair_scores))
     bandwidth = BANDWIDTH_SHARE * max(1 - median, 1e-6)
     points = np.linspace(median, 1.0, VALLEY_STEPS + 1)
     density = kernel_density(scores, points, bandwidth)
     lowest = int(np.argmin(density))
     if points[lowest] > 1 - bandwidth:
-        return Valley(round(min(1.0, float(scores.max()) + bandwidth), 6), round(bandwidth, 6), False)
+        return Valley(round(min(1.0, float(pair_scores.max()) + bandwidth), 6), round(bandwidth, 6), False)
     bottom = lowest + int(np.argmax(density[lowest:]))  # the pile nearest 1; down from it to the first clear rise
     for point in range(bottom - 1, -1, -1):
         if density[point] < density[bottom]:
@@ -231,7 +234,7 @@ def calibrate_vectors(neighbours, origins: list[tuple[str, str]], copy_vectors: 
     if origins:
         originals = neighbours.centred_of([original for original, _ in origins])
         copy_scores = np.sum(neighbours.centre(copy_vectors) * originals, axis=1)
-    found = valley(np.concatenate([scores, copy_scores]))
+    found = valley(scores, copy_scores)
     threshold = calibration.threshold = found.threshold if threshold is None else threshold
     calibration.bandwidth, calibration.valley_found = found.bandwidth, found.found
     calibration.in_band = int(np.sum(np.abs(scores - threshold) <= found.bandwidth))
@@ -270,7 +273,7 @@ def calibrate(
     kinds = {kind: quality for kind, (_, quality) in COPY_KINDS.items()}
     recipe = [sample_size, FEWEST_SAMPLED, SAMPLED_SHARE, threshold, kinds, neighbours.name]
     recipe += ["valley of the pairs and the planted copies", VALLEY_SAMPLE, NEIGHBOURS_LOOKED_AT]
-    recipe += [BANDWIDTH_SHARE, VALLEY_STEPS, CLEAR_RISE, "floor's upper end", SEPARATES]
+    recipe += [BANDWIDTH_SHARE, "from the pairs' median", VALLEY_STEPS, CLEAR_RISE, "floor's upper end", SEPARATES]
     fingerprint = collection_fingerprint(stored, recipe)
     cache = workdir / f"calibration-{collection}.json"
     if saved := load_saved(cache, fingerprint):

@@ -200,7 +200,7 @@ def test_the_valley_lies_between_the_merely_alike_pairs_and_the_near_duplicates(
     rng = np.random.default_rng(0)
     alike, copies = rng.normal(0.6, 0.1, 3000).clip(-1, 0.85), rng.uniform(0.93, 1.0, 200)
 
-    found = valley(np.concatenate([alike, copies]))
+    found = valley(alike, copies)
 
     assert found.found and alike.max() < found.threshold <= copies.min()
 
@@ -208,16 +208,27 @@ def test_the_valley_lies_between_the_merely_alike_pairs_and_the_near_duplicates(
 def test_the_valley_holds_where_most_images_have_near_duplicates_made_with_strong_edits():
     rng = np.random.default_rng(2)  # 8 pairs an image: most images with a copy make a fifth of the pairs copies
     alike, copies = rng.normal(0.6, 0.1, 2400).clip(-1, 0.8), rng.uniform(0.86, 1.0, 600)
+    planted = rng.uniform(0.95, 1.0, 300)
 
-    found = valley(np.concatenate([alike, copies]))
+    found = valley(np.concatenate([alike, copies]), planted)
 
     assert found.found and alike.max() < found.threshold <= 0.87, "above the alike pairs, below nearly every copy"
+
+
+def test_in_a_small_collection_the_planted_copies_do_not_pull_the_valley_into_the_copies():
+    rng = np.random.default_rng(3)  # 100 pairs, 40 of them copies, and 60 planted copies: most scores are copies
+    alike, copies = rng.normal(0.6, 0.1, 60).clip(-1, 0.85), rng.uniform(0.93, 1.0, 40)
+    planted = rng.uniform(0.95, 1.0, 60)
+
+    found = valley(np.concatenate([alike, copies]), planted)
+
+    assert found.found and alike.max() < found.threshold <= copies.min()
 
 
 def test_without_near_duplicates_the_threshold_lies_above_the_most_alike_pair():
     alike = np.random.default_rng(1).normal(0.6, 0.1, 3000)
 
-    found = valley(alike)
+    found = valley(alike, np.zeros(0))
 
     assert not found.found and found.threshold > alike.max()
 
