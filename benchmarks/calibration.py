@@ -82,7 +82,8 @@ def draw_edit(size: tuple[int, int], rng: random.Random) -> tuple[str, tuple, st
 
 
 def apply_edit(image: Image.Image, kind: str, parameters: tuple) -> bytes:
-    """The edited copy of `image`, as the bytes of a JPEG file (not called for an identical file)."""
+    """The edited copy of `image`, as the bytes of a JPEG file (not called for an identical file; a burst shot
+    is a crop)."""
     quality = 90
     if kind == "resized":
         (scale,) = parameters
@@ -126,9 +127,7 @@ def pool_images(path: Path, preprocess) -> list:
     original = load_image(path, preprocess)
     edited = [original if kind == "identical" else decode_image(apply_edit(image, kind, parameters), path, preprocess)
               for kind, parameters, _ in user_edits(path)]  # fmt: skip
-    bursts = [
-        decode_image(apply_edit(image.crop(box), "burst", ()), path, preprocess) for box in burst_boxes(image.size)
-    ]
+    bursts = [decode_image(apply_edit(image, "cropped", (box,)), path, preprocess) for box in burst_boxes(image.size)]
     return [original, *make_copies(path, preprocess), *edited, *bursts]
 
 
@@ -246,17 +245,17 @@ def measure(pool: dict, seed: int) -> dict:
     copy_vectors = np.concatenate([pool["planted"][makeup["photo_of"][key]] for key in sample])
     calibration = calibrate_vectors(neighbours, origins, copy_vectors, None)
     calibration_s = time.perf_counter() - started + len(origins) * float(pool["seconds_per_image"])
-    lowest = 0.5
-    pairs, _ = neighbours.pairs_above(lowest)
+    lowest = 0.5  # the hindsight's lowest threshold: its scan serves every higher one (`pairs_above`)
 
     def grouped_at(threshold: float | None) -> dict:
-        at = [pair for pair in pairs if threshold is not None and pair[2] >= threshold]
-        return scored_groups(duplicate_groups(keys, at, makeup["exact_groups"]), makeup)
+        pairs, _ = neighbours.pairs_above(threshold)
+        return scored_groups(duplicate_groups(keys, pairs, makeup["exact_groups"]), makeup)
 
     hindsight = {float(t): grouped_at(t) for t in np.arange(lowest, 1.0, 0.005)}
     best_at = max(hindsight, key=lambda t: min(hindsight[t]["precision"], hindsight[t]["recall"]))
     best = hindsight[best_at]
-    found = grouped_at(calibration.grouping_threshold)
+    grouping_at = calibration.grouping_threshold
+    found = grouped_at(grouping_at)
     return {
         "seed": seed,
         "images": len(keys),
@@ -283,11 +282,7 @@ def measure(pool: dict, seed: int) -> dict:
         "best_recall": round(best["recall"], 3),
         "best": round(min(best["precision"], best["recall"]), 3),
         "shortfall": round(min(best["precision"], best["recall"]) - min(found["precision"], found["recall"]), 3),
-        "grouped_pairs": [
-            (a, b, round(score, 3))
-            for a, b, score in pairs
-            if calibration.grouping_threshold and score >= calibration.grouping_threshold
-        ],
+        "grouped_pairs": [(a, b, round(score, 3)) for a, b, score in neighbours.pairs_above(grouping_at)[0]],
         "calibration_s": round(calibration_s, 1),
         "embedding_s": round(len(keys) * float(pool["seconds_per_image"]), 1),
     }
