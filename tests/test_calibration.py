@@ -65,17 +65,32 @@ def save_noise(folder, count: int) -> None:
         Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(path)
 
 
-def calibrate_and_group(tmp_path, folder, model_name: str, source: str, threshold: float | None = None):
-    """Index `folder` with random weights, calibrate (no threshold set unless given), and group: (calibration,
-    groups, the collections left)."""
+def calibrate_and_group(
+    tmp_path, folder, model_name: str, source: str, threshold: float | None = None, extractor=None
+):
+    """Index `folder` with `extractor` (random weights when None), calibrate (no threshold set unless given), and
+    group: (calibration, groups, the collections left)."""
     client = QdrantClient(path=str(tmp_path / "qdrant"))
-    embed = index_with_random_weights(client, folder, find_images(folder), model_name).batches
+    paths = find_images(folder)
+    if extractor is None:
+        embed = index_with_random_weights(client, folder, paths, model_name).batches
+    else:
+        embed = index_with(client, folder, paths, extractor, model_name).batches
     neighbours = open_neighbours(source, client, "images")
     workdir = tmp_path / "report"
     _, calibration, groups = calibrate_as_the_notebook_does(client, folder, embed, neighbours, 200, workdir, threshold)
     collections = [collection.name for collection in client.get_collections().collections]
     client.close()
     return calibration, groups, collections
+
+
+def copy_shared_photos(folder, count: int) -> list:
+    """`count` of the shared photos, spread over their labels, copied into `folder` under their labels."""
+    photos = spread_sample(sorted(SHARED_PHOTOS.rglob("*.jpg")), SHARED_PHOTOS, count)
+    for photo in photos:
+        (folder / photo.parent.name).mkdir(parents=True, exist_ok=True)
+        (folder / photo.parent.name / photo.name).write_bytes(photo.read_bytes())
+    return photos
 
 
 def pair_precision_and_recall(groups, picture_of: dict[str, str]) -> tuple[float, float]:
@@ -151,13 +166,9 @@ def test_random_weights_on_a_collection_without_copies_group_few_images(tmp_path
 def test_trained_weights_find_copies_gathered_in_one_folder_made_with_stronger_edits(tmp_path, trained_extractor):
     if not SHARED_PHOTOS.is_dir():
         pytest.skip(f"{SHARED_PHOTOS} is not there")
-    folder, picture_of = tmp_path / "images", {}
-    photos = spread_sample(sorted(SHARED_PHOTOS.rglob("*.jpg")), SHARED_PHOTOS, 100)
-    for photo in photos:
-        key = photo.relative_to(SHARED_PHOTOS).as_posix()
-        (folder / key).parent.mkdir(parents=True, exist_ok=True)
-        (folder / key).write_bytes(photo.read_bytes())
-        picture_of[key] = key
+    folder = tmp_path / "images"
+    photos = copy_shared_photos(folder, 100)
+    picture_of = {key: key for key in (photo.relative_to(SHARED_PHOTOS).as_posix() for photo in photos)}
     (folder / "copies").mkdir()
     for number, photo in enumerate(p for p in photos if p.parent.name == "shirt"):  # all in one folder
         image, key = Image.open(photo).convert("RGB"), photo.relative_to(SHARED_PHOTOS).as_posix()
@@ -165,13 +176,9 @@ def test_trained_weights_find_copies_gathered_in_one_folder_made_with_stronger_e
         image.save(folder / "copies" / f"{number} q30.jpg", quality=30)
         image.crop(central_box(image.size, 0.92)).save(folder / "copies" / f"{number} crop.jpg", quality=90)
         picture_of |= {f"copies/{number} {kind}.jpg": key for kind in ("small", "q30", "crop")}
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
-    embed = index_with(client, folder, find_images(folder), trained_extractor, "resnet50").batches
-    neighbours = open_neighbours("numpy", client, "images")
 
-    _, calibration, groups = calibrate_as_the_notebook_does(client, folder, embed, neighbours, 200, tmp_path / "r")
+    calibration, groups, _ = calibrate_and_group(tmp_path, folder, "resnet50", "numpy", extractor=trained_extractor)
 
-    client.close()
     assert calibration.separable, str(calibration)
     precision, recall = pair_precision_and_recall(groups, picture_of)
     assert precision >= 0.9 and recall >= 0.9, (precision, recall, str(calibration))
@@ -181,17 +188,10 @@ def test_trained_weights_on_photos_without_copies_separate_and_group_few(tmp_pat
     if not SHARED_PHOTOS.is_dir():
         pytest.skip(f"{SHARED_PHOTOS} is not there")
     folder = tmp_path / "images"
-    for photo in spread_sample(sorted(SHARED_PHOTOS.rglob("*.jpg")), SHARED_PHOTOS, 150):
-        key = photo.relative_to(SHARED_PHOTOS).as_posix()
-        (folder / key).parent.mkdir(parents=True, exist_ok=True)
-        (folder / key).write_bytes(photo.read_bytes())
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
-    embed = index_with(client, folder, find_images(folder), trained_extractor, "resnet50").batches
-    neighbours = open_neighbours("numpy", client, "images")
+    copy_shared_photos(folder, 150)
 
-    _, calibration, groups = calibrate_as_the_notebook_does(client, folder, embed, neighbours, 200, tmp_path / "r")
+    calibration, groups, _ = calibrate_and_group(tmp_path, folder, "resnet50", "numpy", extractor=trained_extractor)
 
-    client.close()
     assert calibration.separable and calibration.recall >= 0.9, "the planted copies show where copies would score"
     assert sum(map(len, groups)) <= 0.05 * 150, "a few look-alikes at most"
 
