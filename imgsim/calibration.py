@@ -21,10 +21,12 @@ collection's own scores show where it lies, without a guess at how the user's co
    lies among near-duplicates, not below them: the scores do not separate near-duplicates from unrelated
    images, and only identical files are grouped.
 
-Look-alikes (two photos of one garment, burst shots of one scene) can score as high as copies and are then
-grouped: for the model they are near-duplicates. Stronger edits than the valley allows (a thumbnail, a heavy
-crop) score lower and are missed. The precision of the groups is not estimated on the collection:
-benchmarks/calibration.py measures it, with the recall, on collections drawn at random.
+3. **Candidates.** Look-alikes (two photos of one garment) can score as high as copies, and strong edits (a
+   heavy crop, a turn) as low as look-alikes: the score alone cannot split them. So every pair from
+   CHECKED_SHARE of the way up from the pairs' median to 1 (`candidate_floor`) is checked by its keypoints
+   (`verification.py`), and the threshold only decides the pairs that check cannot tell.
+
+benchmarks/calibration.py measures the groups' precision and recall on collections drawn at random.
 """
 
 import io
@@ -56,6 +58,7 @@ NEIGHBOURS_LOOKED_AT = 8  # nearest other images each of them is scored with
 BANDWIDTH_SHARE = 0.03  # the density's bandwidth, as a share of the distance from the pair scores' median to 1
 VALLEY_STEPS = 1_000  # points between that median and 1 where the density is computed
 CLEAR_RISE = 3  # standard deviations of chance (`count_noise`) by which the density must rise to end a valley
+CHECKED_SHARE = 0.4  # pairs from this share of the way from the pairs' median to 1 are checked by keypoints
 SEPARATES = 0.5  # planted copies found at the threshold, at least, for the scores to separate near-duplicates
 FEWEST_SAMPLED = 20  # images given copies, at least (or all of a smaller collection)
 SAMPLED_SHARE = 6  # at most one image in this many gets copies, so the copies cost about half the embedding
@@ -90,6 +93,7 @@ class Valley:
     threshold: float
     bandwidth: float
     found: bool  # False where the density only falls towards 1: nothing piles up near it
+    median: float  # of the collection's pair scores
 
 
 def kernel_density(scores: np.ndarray, points: np.ndarray, bandwidth: float) -> np.ndarray:
@@ -119,7 +123,7 @@ def valley(pair_scores: np.ndarray, copy_scores: np.ndarray) -> Valley:
     density = kernel_density(scores, points, bandwidth)
     lowest = int(np.argmin(density))
     if points[lowest] > 1 - bandwidth:
-        return Valley(round(min(1.0, float(pair_scores.max()) + bandwidth), 6), round(bandwidth, 6), False)
+        return Valley(round(min(1.0, float(pair_scores.max()) + bandwidth), 6), round(bandwidth, 6), False, median)
     bottom = lowest + int(np.argmax(density[lowest:]))  # the pile nearest 1; down from it to the first clear rise
     for point in range(bottom - 1, -1, -1):
         if density[point] < density[bottom]:
@@ -129,7 +133,7 @@ def valley(pair_scores: np.ndarray, copy_scores: np.ndarray) -> Valley:
     top = bottom  # the valley's floor, as far up as it stays within one standard deviation of its bottom
     while top + 1 < len(points) and density[top + 1] - density[bottom] <= count_noise(density[bottom]):
         top += 1
-    return Valley(round(float(points[top]), 6), round(bandwidth, 6), True)
+    return Valley(round(float(points[top]), 6), round(bandwidth, 6), True, median)
 
 
 def wilson_interval(hits: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -152,6 +156,7 @@ class Calibration:
     images_looked_at: int = 0  # images drawn at random, each scored with its NEIGHBOURS_LOOKED_AT nearest
     pairs_looked_at: int = 0  # the distinct pairs those scores make
     bandwidth: float | None = None
+    checked_from: float | None = None  # chosen: pairs from this score up are checked by their keypoints
     in_band: int | None = None  # of those pairs, how many score within one bandwidth of the threshold
     valley_found: bool | None = None  # False: the density only falls towards 1, nothing piles up near it
     images_above: float | None = None  # images of the collection whose nearest scores at or above it (estimated)
@@ -170,6 +175,14 @@ class Calibration:
     def grouping_threshold(self) -> float | None:
         """The threshold near-duplicates are grouped at: a given one always, a calibrated one if it separates."""
         return self.threshold if self.chosen == "given" or self.separable else None
+
+    @property
+    def candidate_floor(self) -> float | None:
+        """Pairs at or above it are candidates, checked by their keypoints (`verification.py`): CHECKED_SHARE of
+        the way up from the pairs' median when chosen, the threshold itself when given, none if not separable."""
+        if self.grouping_threshold is None or self.checked_from is None:
+            return self.grouping_threshold
+        return min(self.grouping_threshold, self.checked_from)
 
     def __str__(self) -> str:
         """What the calibration found, in words; NOT SEPARABLE said plainly, with the closest pairs and the setting."""
@@ -237,6 +250,8 @@ def calibrate_vectors(neighbours, origins: list[tuple[str, str]], copy_vectors: 
     found = valley(scores, copy_scores)
     threshold = calibration.threshold = found.threshold if threshold is None else threshold
     calibration.bandwidth, calibration.valley_found = found.bandwidth, found.found
+    if calibration.chosen == "auto":
+        calibration.checked_from = round(found.median + CHECKED_SHARE * (1 - found.median), 6)
     calibration.in_band = int(np.sum(np.abs(scores - threshold) <= found.bandwidth))
     calibration.images_above = float(np.mean(nearest >= threshold) * len(neighbours.keys))
     if not origins:
@@ -274,6 +289,7 @@ def calibrate(
     recipe = [sample_size, FEWEST_SAMPLED, SAMPLED_SHARE, threshold, kinds, neighbours.name]
     recipe += ["valley of the pairs and the planted copies", VALLEY_SAMPLE, NEIGHBOURS_LOOKED_AT]
     recipe += [BANDWIDTH_SHARE, "from the pairs' median", VALLEY_STEPS, CLEAR_RISE, "floor's upper end", SEPARATES]
+    recipe += ["checked by keypoints from", CHECKED_SHARE]
     fingerprint = collection_fingerprint(stored, recipe)
     cache = workdir / f"calibration-{collection}.json"
     if saved := load_saved(cache, fingerprint):

@@ -2,8 +2,9 @@
 
 Scores are centred cosines (see `scoring.py`): a resized or re-encoded copy stays close to 1. The all-pairs
 scores are a matrix product computed 1,024 rows at a time, so memory stays at 1,024 x N scores. A group is an
-image to keep and the images that score at or above the threshold with it, so that groups do not chain from
-one picture to another through look-alikes; files with identical bytes are always grouped.
+image to keep and the images paired with it (at or above a threshold, then checked by `verification.py`), so
+that groups do not chain from one picture to another through look-alikes; files with identical bytes are
+always grouped.
 """
 
 from collections import defaultdict
@@ -41,7 +42,7 @@ def keepers_first(stored: dict[str, dict]) -> list[str]:
 def duplicate_groups(keys: list[str], pairs, exact_groups: list[list[str]]) -> list[list[str]]:
     """Groups of `keys`, each a keeper and the images that score at or above the threshold with it.
 
-    `keys` come keeper first (see `keepers_first`), `pairs` are (key, key, score) at or above the threshold.
+    `keys` come keeper first (see `keepers_first`), `pairs` are (key, key, score): the near-duplicate pairs.
     Going down `keys`, an image not yet grouped keeps the images not yet grouped that it pairs with: a
     group never chains through a member (A like B and B like C does not make A like C), and every member
     is a near-duplicate of the group's first image, the one kept. Files with identical bytes stand and

@@ -42,17 +42,18 @@ def run_report(
     batch_size,
     timings,
     calibration,
+    check,
     groups,
     tidy,
     metrics,
     query,
     figures,
 ) -> dict:
-    """The report's content. `query` is (the query image's name, its hits); `calibration`, the duplicate
-    `groups` and `tidy` (its section) make the `duplicates` section; `ignored_extensions` says how many files
-    of the image folder were left out for each extension that is not an image's. `neighbour_source` is the
-    setting's: where the analyses' neighbours came from ("numpy" or "qdrant"); `runtime`, what ran the model
-    ("onnxruntime" or "torch", `imgsim.runtime.runtime_of`)."""
+    """The report's content. `query` is (the query image's name, its hits); `calibration`, the keypoint `check`
+    of the candidate pairs, the duplicate `groups` and `tidy` (its section) make the `duplicates` section;
+    `ignored_extensions` says how many files of the image folder were left out for each extension that is not
+    an image's. `neighbour_source` is the setting's: where the analyses' neighbours came from ("numpy" or
+    "qdrant"); `runtime`, what ran the model ("onnxruntime" or "torch", `imgsim.runtime.runtime_of`)."""
     query_image, hits = query
     return {
         "image_dir": str(settings.image_dir.resolve()),
@@ -74,7 +75,7 @@ def run_report(
         "batch_size": batch_size,
         "workers": settings.workers,
         "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
-        "duplicates": duplicates_report(calibration, groups) | {"tidy": tidy},
+        "duplicates": duplicates_report(calibration, check, groups) | {"tidy": tidy},
         "neighbour_source": settings.neighbour_source,
         "metrics": metrics,
         "query": {
@@ -119,12 +120,14 @@ def calibration_report(calibration) -> dict:
     }
 
 
-def duplicates_report(calibration, groups: list[list[str]]) -> dict:
-    """The report's `duplicates` section: the threshold grouped at, the groups, and the calibration."""
+def duplicates_report(calibration, check, groups: list[list[str]]) -> dict:
+    """The report's `duplicates` section: the threshold, the candidates' keypoint check, the groups, the calibration."""
     threshold = rounded(calibration.grouping_threshold)
     return {
         "threshold": threshold,
         "score": "centred cosine",
+        "checked_from": rounded(calibration.candidate_floor),
+        "keypoint_check": dict(check.verdicts) | {"split_at": rounded(check.split_at)},
         "groups": groups,
         "calibration": calibration_report(calibration),
     }

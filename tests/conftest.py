@@ -29,6 +29,7 @@ from imgsim.embedding import embed_file, embed_in_batches
 from imgsim.model import feature_extractor
 from imgsim.panel import SearchPanel
 from imgsim.store import FolderSync, stored_files
+from imgsim.verification import PairCheck
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "image-similarity-vector-db.ipynb"
@@ -155,7 +156,8 @@ def calibrate_as_the_notebook_does(
         neighbours, client, "images", folder, embed, stored,
         exact_groups=exact, sample_size=sample_size, threshold=threshold, workdir=workdir,
     )
-    pairs, _ = neighbours.pairs_above(calibration.grouping_threshold)
+    candidates, _ = neighbours.pairs_above(calibration.candidate_floor)
+    pairs = PairCheck.in_folder(folder).confirmed(candidates, calibration.grouping_threshold)
     return stored, calibration, duplicate_groups(keepers_first(stored), pairs, exact)
 
 
