@@ -1,4 +1,4 @@
-"""Judge the near-duplicate calibration on many collections drawn at random, against the best threshold in hindsight.
+"""Judge near-duplicate finding on collections drawn at random, against the best threshold in hindsight.
 
     python benchmarks/calibration.py --makeups 20 --weights ../shared/weights/resnet50-augnet-backbone.pth
     python benchmarks/calibration.py --makeups 20 --weights none --photos-used 150   # random weights
@@ -17,12 +17,14 @@ some of their photos, none of them copied or up to 80 %, in groups of 2 to 6, wi
 beside their original, all in one folder or spread over the labels, and a few photos stored as the two shots
 of a burst instead. The calibration runs on it as the notebook runs it (`imgsim.calibration.calibrate_vectors`,
 which `calibrate` calls once the planted copies are embedded), with the planted copies' vectors taken from the
-pool instead of embedded again. The groups it forms (`duplicate_groups`, as the notebook) are scored against
-the truth over the whole collection: pair precision and recall, recall by kind of edit, and, counted apart, the
-burst pairs grouped. The best threshold in hindsight is the one whose groups have the largest
-min(precision, recall), every 0.005 tried; the shortfall is how far the calibration's min falls below it. The
-seconds: the calibration's own work measured, plus its planted copies at the pool's embedding rate, against
-embedding the makeup's images at that rate.
+pool instead of embedded again. Its candidate pairs are checked by their keypoints (`PairCheck`, on each
+image made again from its photo by `pool_picture`), and the groups formed of the pairs it keeps
+(`duplicate_groups`, as the notebook) are scored against the truth over the whole collection: pair precision
+and recall, recall by kind of edit, and, counted apart, the burst pairs grouped. The best threshold in
+hindsight is the one whose groups have the largest min(precision, recall), every 0.005 tried; the shortfall
+is how far the groups' min falls below it (below 0: the check splits pairs that no threshold does). The
+seconds: the calibration's own work measured, plus its planted copies at the pool's embedding rate, and the
+check's (making each copy's edit again included), against embedding the makeup's images at that rate.
 """
 
 import argparse
@@ -49,6 +51,7 @@ from imgsim.model import sha256_of_file  # noqa: E402
 from imgsim.neighbours import ExactNeighbours  # noqa: E402
 from imgsim.plots import shorten  # noqa: E402
 from imgsim.reading import decode_image, load_image  # noqa: E402
+from imgsim.verification import PairCheck  # noqa: E402
 
 POOL_VERSION = 2  # in the pool cache's name: raise it whenever the pool's images change
 USER_COPIES = 5  # copies per photo in the pool, each with an edit drawn at random: groups of up to 6
@@ -247,15 +250,18 @@ def measure(pool: dict, seed: int) -> dict:
     calibration_s = time.perf_counter() - started + len(origins) * float(pool["seconds_per_image"])
     lowest = 0.5  # the hindsight's lowest threshold: its scan serves every higher one (`pairs_above`)
 
-    def grouped_at(threshold: float | None) -> dict:
-        pairs, _ = neighbours.pairs_above(threshold)
+    def grouped(pairs) -> dict:
         return scored_groups(duplicate_groups(keys, pairs, makeup["exact_groups"]), makeup)
 
-    hindsight = {float(t): grouped_at(t) for t in np.arange(lowest, 1.0, 0.005)}
+    hindsight = {float(t): grouped(neighbours.pairs_above(t)[0]) for t in np.arange(lowest, 1.0, 0.005)}
     best_at = max(hindsight, key=lambda t: min(hindsight[t]["precision"], hindsight[t]["recall"]))
     best = hindsight[best_at]
-    grouping_at = calibration.grouping_threshold
-    found = grouped_at(grouping_at)
+    started = time.perf_counter()
+    check = PairCheck(lambda key: pool_picture(key, pool["photos"]))
+    candidates, _ = neighbours.pairs_above(calibration.candidate_floor)
+    pairs = check.confirmed(candidates, calibration.grouping_threshold)
+    check_s = time.perf_counter() - started
+    found = grouped(pairs)
     return {
         "seed": seed,
         "images": len(keys),
@@ -267,6 +273,8 @@ def measure(pool: dict, seed: int) -> dict:
         "placement": makeup["placement"],
         "bursts": makeup["bursts"],
         "threshold": calibration.threshold,
+        "checked_from": calibration.candidate_floor,
+        "verdicts": dict(check.verdicts),
         "separable": calibration.separable,
         "evidence": {
             "images_looked_at": calibration.images_looked_at,
@@ -282,8 +290,9 @@ def measure(pool: dict, seed: int) -> dict:
         "best_recall": round(best["recall"], 3),
         "best": round(min(best["precision"], best["recall"]), 3),
         "shortfall": round(min(best["precision"], best["recall"]) - min(found["precision"], found["recall"]), 3),
-        "grouped_pairs": [(a, b, round(score, 3)) for a, b, score in neighbours.pairs_above(grouping_at)[0]],
+        "grouped_pairs": [(a, b, round(score, 3)) for a, b, score in pairs],
         "calibration_s": round(calibration_s, 1),
+        "check_s": round(check_s, 1),
         "embedding_s": round(len(keys) * float(pool["seconds_per_image"]), 1),
     }
 
@@ -306,19 +315,27 @@ def verdicts(rows: list[dict]) -> list[str]:
         f"makeups without copies: {len(none)}, images grouped {[row['grouped_images'] for row in none]} of "
         f"{[row['images'] for row in none]}",
         f"burst pairs grouped: {sum(row['bursts_grouped'] for row in rows)} of {sum(row['bursts'] for row in rows)}",
-        f"calibration against embedding: {sum(row['calibration_s'] for row in rows):.0f} s against "
-        f"{sum(row['embedding_s'] for row in rows):.0f} s over all makeups",
+        f"calibration and keypoint check against embedding: {sum(row['calibration_s'] for row in rows):.0f} s and "
+        f"{sum(row['check_s'] for row in rows):.0f} s against {sum(row['embedding_s'] for row in rows):.0f} s over "
+        "all makeups",
     ]
 
 
 def pool_picture(key: str, photos: list[Path]) -> Image.Image:
-    """The picture a makeup's key stands for: a shared photo, or one shot of a burst cut from it."""
-    by_key = {f"{photo.parent.name}/{photo.name}": photo for photo in photos}
-    if " burst " not in key:
-        return Image.open(by_key[key]).convert("RGB")
-    stem, shot = key.rsplit(" burst ", 1)
-    image = Image.open(by_key[f"{stem}.jpg"]).convert("RGB")
-    return image.crop(burst_boxes(image.size)[int(shot.removesuffix(".jpg")) - 1])
+    """The picture a makeup's key stands for: a shared photo, one shot of a burst cut from it, or a user copy."""
+    folder, name = key.rsplit("/", 1)
+    stem, copy, shot = name.removesuffix(".jpg"), None, None
+    if " copy " in stem:
+        stem, copy = stem.rsplit(" copy ", 1)
+    elif " burst " in stem:
+        stem, shot = stem.rsplit(" burst ", 1)
+    photo = next(photo for photo in photos if photo.stem == stem)
+    image = Image.open(photo).convert("RGB")
+    if shot is not None:
+        return image.crop(burst_boxes(image.size)[int(shot) - 1])
+    if copy is not None and (edit := user_edits(photo)[int(copy)])[0] != "identical":
+        return Image.open(io.BytesIO(apply_edit(image, *edit[:2])))
+    return image
 
 
 def plot_pairs_without_copies(rows: list[dict], photos: list[Path], target: Path, caption: str) -> None:
@@ -366,12 +383,13 @@ def main() -> None:
               f" on {evidence['pairs_looked_at']} pair scores of {evidence['images_looked_at']} images "
               f"({evidence['in_band']} within a bandwidth{'' if evidence['valley_found'] else ', no valley'}) and "
               f"{evidence['planted_copies']} planted copies (recall {evidence['planted_recall']:.2f})\n"
+              f"  checked by keypoints from {row['checked_from'] or 1:.3f}: {row['verdicts']}\n"
               f"  groups: precision {row['precision']:.3f}, recall {row['recall']:.3f} {row['recall_by_kind']}, "
               f"{row['grouped_images']} images grouped, burst pairs grouped {row['bursts_grouped']} of "
               f"{row['bursts']}\n"
               f"  best in hindsight at {row['best_at']:.3f}: precision {row['best_precision']:.3f}, recall "
-              f"{row['best_recall']:.3f}; shortfall {row['shortfall']:.3f} | {row['calibration_s']} s against "
-              f"embedding {row['embedding_s']} s", flush=True)  # fmt: skip
+              f"{row['best_recall']:.3f}; shortfall {row['shortfall']:.3f} | calibration {row['calibration_s']} s, "
+              f"check {row['check_s']} s, against embedding {row['embedding_s']} s", flush=True)  # fmt: skip
     print("\n".join(verdicts(rows)))
     plot_pairs_without_copies(rows, pool["photos"], arguments.pictures, f"weights: {Path(arguments.weights).name}")
     if arguments.json:
