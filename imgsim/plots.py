@@ -7,6 +7,7 @@ size: a JPEG when it holds photos, so that the executed notebook stays light.
 """
 
 import io
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -104,7 +105,8 @@ def plot_thumbnail_rows(rows: list[list[tuple[Path, str]]], caption: str, title_
         for ax, (path, title) in zip(row, cells, strict=False):
             ax.imshow(thumbnail(path))
             ax.set_title(title, fontsize=title_size)
-    fig.suptitle(caption, fontsize=10)
+    fitting = "\n".join(textwrap.fill(line, width=int(13 * 2.6 * columns)) for line in caption.splitlines())
+    fig.suptitle(fitting, fontsize=10)  # wrapped: a narrow grid would cut off a long weights name
     return fig
 
 
@@ -139,7 +141,8 @@ def plot_result_rows(rows, folder: Path, caption: str):
 
 
 def plot_score_histogram(nearest, calibration, caption: str):
-    """Every image's nearest-neighbour centred score, the planted copies' scores, and the threshold."""
+    """Every image's nearest-neighbour centred score, the planted copies' scores, the threshold, and the score
+    from which pairs are checked by their keypoints."""
     nearest = nearest[np.isfinite(nearest)]  # an image alone in the collection has no neighbour
     copies = np.asarray(calibration.copy_scores)
     fig, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")
@@ -154,6 +157,9 @@ def plot_score_histogram(nearest, calibration, caption: str):
             "" if separates else ": does not separate"
         )
         ax.axvline(calibration.threshold, color="tab:red", linestyle="--" if separates else ":", label=line)
+    if calibration.candidate_floor is not None and calibration.candidate_floor < calibration.threshold:
+        floor = f"checked by keypoints from {calibration.candidate_floor:.3f}"
+        ax.axvline(calibration.candidate_floor, color="tab:blue", linestyle=":", label=floor)
     ax.set_xlabel("centred cosine similarity")
     ax.set_ylabel("images")
     ax.legend(loc="upper left", fontsize=8)
