@@ -339,8 +339,9 @@ def pool_picture(key: str, photos: list[Path]) -> Image.Image:
 
 
 def plot_pairs_without_copies(rows: list[dict], photos: list[Path], target: Path, caption: str) -> None:
-    """The pairs grouped in makeups that hold no copies, as pictures with their scores."""
-    shown = [(row["seed"], pair) for row in rows if not row["copies"] for pair in row["grouped_pairs"]][:8]
+    """The pairs grouped in makeups that hold no copies, as pictures with their scores, burst pairs last."""
+    shown = [(row["seed"], pair) for row in rows if not row["copies"] for pair in row["grouped_pairs"]]
+    shown = sorted(shown, key=lambda shown_pair: " burst " in shown_pair[1][0])[:8]  # the burst pairs last
     if not shown:
         print("no makeup without copies grouped anything: no picture to draw")
         return
