@@ -9,7 +9,8 @@ found with RANSAC, and a look-alike's do not. A pair is:
 - `matched`: at least MATCHED_POINTS matches agree with one transform: the same picture, edited;
 - `different`: both images have at least FEWEST_KEYPOINTS keypoints and fewer matches agree;
 - `cannot tell`: an image has too few keypoints (a plain garment on a plain background) or cannot be read;
-  its score decides, against the calibrated threshold.
+  its score decides: at the score that best splits the pairs the check could tell (`split_score`), or at
+  the calibrated threshold where it could tell too few.
 
 Two shots of one scene (a burst) match too: the check confirms the same place, not the same moment.
 """
@@ -46,11 +47,13 @@ def split_score(matched: list[float], different: list[float]) -> float:
     return float(cuts[fewest[len(fewest) // 2]])
 
 
-def keypoints_of(image: Image.Image):
-    """ORB keypoints and their descriptors of `image`, in greyscale at FEATURE_SIDE on the longer side."""
+def keypoints_of(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """The positions (N x 2) and descriptors of `image`'s ORB keypoints, in greyscale at FEATURE_SIDE on the
+    longer side; arrays rather than OpenCV's keypoint objects, which would take ten times the memory."""
     scale = FEATURE_SIDE / max(image.size)
     grey = image.convert("L").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
-    return cv2.ORB_create(nfeatures=KEYPOINTS).detectAndCompute(np.asarray(grey), None)
+    keypoints, descriptors = cv2.ORB_create(nfeatures=KEYPOINTS).detectAndCompute(np.asarray(grey), None)
+    return np.float32([keypoint.pt for keypoint in keypoints]).reshape(-1, 2), descriptors
 
 
 def points_agreeing(first, second) -> int:
@@ -62,8 +65,8 @@ def points_agreeing(first, second) -> int:
     good = [best for best, *rest in pairs if rest and best.distance < MATCH_RATIO * rest[0].distance]
     if len(good) < 3:  # fewer than RANSAC needs to tell agreement from chance
         return 0
-    from_a = np.float32([points_a[match.queryIdx].pt for match in good])
-    to_b = np.float32([points_b[match.trainIdx].pt for match in good])
+    from_a = points_a[[match.queryIdx for match in good]]
+    to_b = points_b[[match.trainIdx for match in good]]
     _, agreeing = cv2.estimateAffinePartial2D(from_a, to_b, method=cv2.RANSAC,
                                               ransacReprojThreshold=REPROJECTION_PIXELS)  # fmt: skip
     return 0 if agreeing is None else int(agreeing.sum())
