@@ -127,7 +127,7 @@ def duplicates_report(calibration, check, groups: list[list[str]]) -> dict:
         "threshold": threshold,
         "score": "centred cosine",
         "checked_from": rounded(calibration.candidate_floor),
-        "keypoint_check": dict(check.verdicts) | {"split_at": rounded(check.split_at)},
+        "keypoint_check": dict(check.verdicts) | {"split_at": rounded(check.split_at), "told_above": check.told_above},
         "groups": groups,
         "calibration": calibration_report(calibration),
     }

@@ -80,6 +80,7 @@ class PairCheck:
     verdicts: Counter = field(default_factory=Counter)
     keypoints: dict = field(default_factory=dict)
     split_at: float | None = None  # the score that best splits the pairs it could tell, where it could tell enough
+    told_above: dict = field(default_factory=dict)  # of the pairs it told, how many score at or above the score used
 
     @classmethod
     def in_folder(cls, folder: Path) -> "PairCheck":
@@ -118,6 +119,9 @@ class PairCheck:
                 for verdict in ("matched", "different")}  # fmt: skip
         if threshold is not None and min(map(len, told.values())) >= FEWEST_TOLD:
             threshold = self.split_at = split_score(told["matched"], told["different"])
+        if threshold is not None:  # how the score alone fares there, on the pairs the check told
+            self.told_above = {verdict: sum(score >= threshold for score in told[verdict]) for verdict in told}
+            self.told_above |= {"matched in all": len(told["matched"]), "at": threshold}
 
         def kept(pair, verdict: str) -> bool:
             return verdict == "matched" or (verdict == "cannot tell" and threshold is not None and pair[2] >= threshold)
@@ -126,12 +130,14 @@ class PairCheck:
 
     def __str__(self) -> str:
         counts = ", ".join(f"{self.verdicts[verdict]} {verdict}" for verdict in VERDICTS)
-        split = (
-            ""
-            if self.split_at is None
-            else (
-                f"; where it cannot tell, pairs at or above {self.split_at:.4f} are near-duplicates, the score that "
-                "best splits the pairs it told"
+        lines = [f"{sum(self.verdicts.values())} candidate pairs checked by their keypoints: {counts}"]
+        if self.told_above:
+            matched, different, every = (self.told_above[name] for name in ("matched", "different", "matched in all"))
+            how = "the score that best splits the pairs it told" if self.split_at is not None else "the threshold"
+            lines.append(
+                f"where it cannot tell, pairs at or above {self.told_above['at']:.4f} ({how}) are near-duplicates; "
+                f"of the pairs it told, {matched} matched and {different} different score there: by score alone, "
+                f"precision {matched / max(matched + different, 1):.2f} on {matched + different} pairs, recall "
+                f"{matched / max(every, 1):.2f} on {every}"
             )
-        )
-        return f"{sum(self.verdicts.values())} candidate pairs checked by their keypoints: {counts}{split}"
+        return "\n".join(lines)

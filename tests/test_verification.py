@@ -75,6 +75,8 @@ def test_pairs_it_cannot_tell_are_split_where_the_pairs_it_told_split():
     kept = check.confirmed(matched + different + undecided, threshold=0.80)
     assert 0.85 < check.split_at < 0.90, "midway between the highest different pair and the lowest matched one"
     assert kept == matched + [("plain", "picture 1", 0.89)], "only the pair above the split is kept"
+    assert check.told_above == {"matched": 6, "different": 0, "matched in all": 6, "at": check.split_at}
+    assert "by score alone, precision 1.00 on 6 pairs, recall 1.00 on 6" in str(check)
 
 
 def test_the_split_misplaces_the_fewest_pairs():
