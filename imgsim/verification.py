@@ -40,10 +40,11 @@ VERDICTS = ("matched", "different", "cannot tell")
 def split_score(matched: list[float], different: list[float]) -> float:
     """The score that misplaces the fewest of these pairs (matched below it, different at or above it), midway
     between the two scores around it; of several such, the middle one."""
+    matched, different = np.sort(matched), np.sort(different)
     scores = np.sort(np.concatenate([matched, different]))
     cuts = np.concatenate([[scores[0] - 1e-6], (scores[1:] + scores[:-1]) / 2, [scores[-1] + 1e-6]])
-    misplaced = [np.sum(np.asarray(matched) < cut) + np.sum(np.asarray(different) >= cut) for cut in cuts]
-    fewest = np.flatnonzero(misplaced == np.min(misplaced))
+    misplaced = np.searchsorted(matched, cuts) + len(different) - np.searchsorted(different, cuts)
+    fewest = np.flatnonzero(misplaced == misplaced.min())
     return float(cuts[fewest[len(fewest) // 2]])
 
 
