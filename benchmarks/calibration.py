@@ -39,7 +39,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 from run import CACHE_DIR, benchmark_model, parsed_weights, weights_argument
 from run import DEFAULT_IMAGES as PHOTOS  # importing run puts the package on the path
 
@@ -53,55 +53,171 @@ from imgsim.plots import shorten  # noqa: E402
 from imgsim.reading import decode_image, load_image  # noqa: E402
 from imgsim.verification import PairCheck  # noqa: E402
 
-POOL_VERSION = 2  # in the pool cache's name: raise it whenever the pool's images change
-USER_COPIES = 5  # copies per photo in the pool, each with an edit drawn at random: groups of up to 6
-KINDS_OF_EDIT = {"resized": 1.0, "recompressed": 1.0, "cropped": 1.0, "rotated": 1.0, "brightened": 1.0,
-                 "identical": 0.3}  # how often each is drawn: a few byte-identical files  # fmt: skip
+POOL_VERSION = 3  # in the pool cache's name: raise it whenever the pool's images change
+USER_COPIES = 8  # copies per photo in the pool, each with an edit drawn at random: groups of up to 9
+KINDS_OF_EDIT = {  # how often each is drawn: a few byte-identical files, and a few edits combined
+    "resized": 1.0, "recompressed": 1.0, "cropped": 1.0, "rotated": 1.0, "brightened": 1.0, "greyscale": 1.0,
+    "recoloured": 1.0, "bordered": 1.0, "captioned": 1.0, "mirrored": 1.0, "stretched": 1.0, "identical": 0.3,
+    "combined": 1.0,
+}  # fmt: skip
+SINGLE_EDITS = [kind for kind in KINDS_OF_EDIT if kind not in ("identical", "combined")]
+WORDS = ("SALE", "my new dress", "lol", "Summer 2024", "#ootd", "look at this!", "vintage find", "50% OFF")
+
+
+def draw_one_edit(kind: str, size: tuple[int, int], rng: random.Random) -> tuple[tuple, str]:
+    """The parameters of one edit of `kind`, at a strength drawn at random for an image of `size`, and what it
+    is in words."""
+    width, height = size
+    if kind == "resized":
+        scale = rng.uniform(0.3, 0.7)
+        return (scale,), f"{scale:.2f}"
+    if kind == "recompressed":
+        quality = rng.randint(25, 70)
+        return (quality,), f"{quality}"
+    if kind == "cropped":
+        cuts = [rng.uniform(0, 0.1) for _ in range(4)]  # left, top, right, bottom
+        box = (round(width * cuts[0]), round(height * cuts[1]), round(width * (1 - cuts[2])),
+               round(height * (1 - cuts[3])))  # fmt: skip
+        return (box,), f"{max(cuts):.2f}"
+    if kind == "rotated":
+        degrees = rng.choice([-1, 1]) * rng.uniform(0.5, 3)
+        return (degrees,), f"{degrees:+.1f}"
+    if kind == "brightened":
+        brightness, contrast = rng.uniform(0.85, 1.15), rng.uniform(0.85, 1.15)
+        return (brightness, contrast), f"{brightness:.2f}/{contrast:.2f}"
+    if kind == "recoloured":
+        treatment = rng.choice(["sepia", "saturated", "faded", "warm", "cool", "hue"])
+        strength = rng.uniform(0.3, 1.0)
+        return (treatment, strength), f"{treatment} {strength:.2f}"
+    if kind == "bordered":
+        frame = rng.choice(["square", "wide", "tall", "padded"])
+        colour = rng.choice([(0, 0, 0), (255, 255, 255), (0, 0, 0), (40, 40, 40), (240, 235, 220)])
+        return (frame, colour, rng.uniform(0.03, 0.15)), f"{frame} {colour[0]}"
+    if kind == "captioned":
+        where = rng.choice(["bottom bar", "top bar", "sticker", "text"])
+        share = rng.uniform(0.08, 0.25)
+        return (where, share, rng.choice(WORDS), rng.random(), rng.random()), f"{where} {share:.2f}"
+    if kind in ("greyscale", "mirrored"):
+        return (), ""
+    if kind == "stretched":
+        ratio = rng.choice([-1, 1]) * rng.uniform(0.15, 0.6)  # log of the change in aspect ratio
+        return (math.exp(ratio),), f"{math.exp(ratio):.2f}"
+    raise ValueError(kind)
 
 
 def draw_edit(size: tuple[int, int], rng: random.Random) -> tuple[str, tuple, str]:
     """An edit as found in people's folders, drawn at random at a random strength for an image of `size`:
-    (kind, its parameters, what it is in words). The ranges are wider than the planted copies' edits."""
+    (kind, its parameters, what it is in words). A combined edit is two or three single ones, in order."""
     kind = rng.choices(list(KINDS_OF_EDIT), weights=list(KINDS_OF_EDIT.values()))[0]
+    if kind == "identical":
+        return kind, (), kind
+    if kind == "combined":
+        steps = [(one, *draw_one_edit(one, size, rng)) for one in rng.sample(SINGLE_EDITS, rng.randint(2, 3))]
+        return kind, tuple(steps), f"{kind} " + "+".join(one for one, _, _ in steps)
+    parameters, words = draw_one_edit(kind, size, rng)
+    return kind, parameters, f"{kind} {words}".strip()
+
+
+def recoloured(image: Image.Image, treatment: str, strength: float) -> Image.Image:
+    if treatment == "sepia":
+        toned = ImageOps.colorize(image.convert("L"), (40, 26, 13), (255, 240, 192))
+    elif treatment == "saturated":
+        toned = ImageEnhance.Color(image).enhance(2.0)
+    elif treatment == "faded":
+        toned = Image.blend(ImageEnhance.Color(image).enhance(0.4), Image.new("RGB", image.size, (235, 225, 210)), 0.3)
+    elif treatment in ("warm", "cool"):
+        red, green, blue = image.split()
+        warm = treatment == "warm"
+        toned = Image.merge("RGB", (red.point(lambda v: min(255, v * (1.25 if warm else 0.8))), green,
+                                    blue.point(lambda v: min(255, v * (0.8 if warm else 1.25)))))  # fmt: skip
+    else:
+        hue, saturation, value = image.convert("HSV").split()
+        toned = Image.merge("HSV", (hue.point(lambda v: (v + 85) % 256), saturation, value)).convert("RGB")
+    return Image.blend(image, toned, strength)
+
+
+def bordered(image: Image.Image, frame: str, colour: tuple, padding: float) -> Image.Image:
+    width, height = image.size
+    if frame == "square":
+        canvas = (max(size := image.size), max(size))
+    elif frame == "wide":
+        canvas = (max(width, round(height * 16 / 9)), height)
+    elif frame == "tall":
+        canvas = (width, max(height, round(width * 16 / 9)))
+    else:
+        canvas = (round(width * (1 + 2 * padding)), round(height * (1 + 2 * padding)))
+    if canvas == image.size:  # already that shape: bars of the padding's width all round
+        canvas = (round(width * (1 + 2 * padding)), round(height * (1 + 2 * padding)))
+    framed = Image.new("RGB", canvas, colour)
+    framed.paste(image, ((canvas[0] - width) // 2, (canvas[1] - height) // 2))
+    return framed
+
+
+def captioned(image: Image.Image, where: str, share: float, words: str, x: float, y: float) -> Image.Image:
+    image = image.copy()
+    draw = ImageDraw.Draw(image)
+    width, height = image.size
+    bar = round(height * share)
+    if where in ("bottom bar", "top bar"):
+        top = height - bar if where == "bottom bar" else 0
+        fill, ink = ((255, 255, 255), (0, 0, 0)) if x < 0.7 else ((0, 0, 0), (255, 255, 255))
+        draw.rectangle((0, top, width, top + bar), fill=fill)
+        font = ImageFont.load_default(size=max(8, bar * 0.6))
+        draw.text((width * 0.05, top + bar * 0.15), words, fill=ink, font=font)
+    elif where == "sticker":
+        side = round(min(width, height) * share * 2)
+        left, top = round((width - side) * x), round((height - side) * y)
+        draw.ellipse((left, top, left + side, top + side), fill=(250, 210, 40), outline=(200, 30, 30), width=3)
+        font = ImageFont.load_default(size=max(8, side // 5))
+        draw.text((left + side * 0.15, top + side * 0.4), words[:6], fill=(200, 30, 30), font=font)
+    else:
+        font = ImageFont.load_default(size=max(8, bar))
+        draw.text((width * 0.05 + width * 0.3 * x, height * 0.1 + height * 0.6 * y), words, fill=(255, 255, 255),
+                  font=font, stroke_width=max(1, bar // 12), stroke_fill=(0, 0, 0))  # fmt: skip
+    return image
+
+
+def edited(image: Image.Image, kind: str, parameters: tuple) -> tuple[Image.Image, int]:
+    """The edited image and the JPEG quality it is saved at."""
     if kind == "resized":
-        scale = rng.uniform(0.3, 0.7)
-        return kind, (scale,), f"{kind} {scale:.2f}"
+        (scale,) = parameters
+        return image.resize((max(8, round(image.width * scale)), max(8, round(image.height * scale)))), 90
     if kind == "recompressed":
-        quality = rng.randint(25, 70)
-        return kind, (quality,), f"{kind} {quality}"
+        return image, parameters[0]
     if kind == "cropped":
-        width, height = size
-        cuts = [rng.uniform(0, 0.1) for _ in range(4)]  # left, top, right, bottom
-        box = (round(width * cuts[0]), round(height * cuts[1]), round(width * (1 - cuts[2])),
-               round(height * (1 - cuts[3])))  # fmt: skip
-        return kind, (box,), f"{kind} {max(cuts):.2f}"
+        return image.crop(*parameters), 90
     if kind == "rotated":
-        degrees = rng.choice([-1, 1]) * rng.uniform(0.5, 3)
-        return kind, (degrees,), f"{kind} {degrees:+.1f}"
+        (degrees,) = parameters  # straightened as a photo editor does: turned, then cut to leave no corners
+        corner = math.sin(math.radians(abs(degrees))) * max(image.size) / min(image.size)
+        return image.rotate(degrees, Image.Resampling.BICUBIC).crop(central_box(image.size, 1 - 2 * corner)), 90
     if kind == "brightened":
-        brightness, contrast = rng.uniform(0.85, 1.15), rng.uniform(0.85, 1.15)
-        return kind, (brightness, contrast), f"{kind} {brightness:.2f}/{contrast:.2f}"
-    return kind, (), kind
+        brightness, contrast = parameters
+        return ImageEnhance.Contrast(ImageEnhance.Brightness(image).enhance(brightness)).enhance(contrast), 90
+    if kind == "greyscale":
+        return image.convert("L").convert("RGB"), 90
+    if kind == "recoloured":
+        return recoloured(image, *parameters), 90
+    if kind == "bordered":
+        return bordered(image, *parameters), 90
+    if kind == "captioned":
+        return captioned(image, *parameters), 90
+    if kind == "mirrored":
+        return ImageOps.mirror(image), 90
+    if kind == "stretched":
+        (ratio,) = parameters
+        size = (max(8, round(image.width * math.sqrt(ratio))), max(8, round(image.height / math.sqrt(ratio))))
+        return image.resize(size), 90
+    quality = 90
+    for one, steps, _ in parameters:  # combined
+        image, step_quality = edited(image, one, steps)
+        quality = min(quality, step_quality)
+    return image, quality
 
 
 def apply_edit(image: Image.Image, kind: str, parameters: tuple) -> bytes:
     """The edited copy of `image`, as the bytes of a JPEG file (not called for an identical file; a burst shot
     is a crop)."""
-    quality = 90
-    if kind == "resized":
-        (scale,) = parameters
-        image = image.resize((max(8, round(image.width * scale)), max(8, round(image.height * scale))))
-    elif kind == "recompressed":
-        (quality,) = parameters
-    elif kind == "cropped":
-        image = image.crop(*parameters)
-    elif kind == "rotated":
-        (degrees,) = parameters  # straightened as a photo editor does: turned, then cut to leave no corners
-        corner = math.sin(math.radians(abs(degrees))) * max(image.size) / min(image.size)
-        image = image.rotate(degrees, Image.Resampling.BICUBIC).crop(central_box(image.size, 1 - 2 * corner))
-    elif kind == "brightened":
-        brightness, contrast = parameters
-        image = ImageEnhance.Contrast(ImageEnhance.Brightness(image).enhance(brightness)).enhance(contrast)
+    image, quality = edited(image, kind, parameters)
     encoded = io.BytesIO()
     image.save(encoded, "JPEG", quality=quality)
     return encoded.getvalue()

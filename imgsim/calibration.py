@@ -29,17 +29,18 @@ collection's own scores show where it lies, without a guess at how the user's co
 benchmarks/calibration.py measures the groups' precision and recall on collections drawn at random.
 """
 
+import hashlib
 import io
+import json
+import shutil
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from imgsim.files import relative_key, spread_sample
 from imgsim.reading import LoadedImage, decode_image, open_image
-from imgsim.report import collection_fingerprint, load_saved, remove_leftovers, save_result
 
 
 def central_box(size: tuple[int, int], share: float) -> tuple[int, int, int, int]:
@@ -73,16 +74,17 @@ def make_copies(path: Path, preprocess) -> list[LoadedImage]:
     """The copies of one image file, each encoded as JPEG in memory and read back as a file would be.
 
     The original is decoded at twice the size the model reads; a file that cannot be read gives its failure.
+    Each copy carries its kind, so that one that fails to decode leaves the others' kinds right.
     """
     try:
         image, _ = open_image(path.read_bytes(), 2 * min(preprocess.resize_size))
     except Exception as error:  # a file changed or gone since it was embedded: no copies of it
         return [LoadedImage(path, error=str(error))]
     copies = []
-    for alter, quality in COPY_KINDS.values():
+    for kind, (alter, quality) in COPY_KINDS.items():
         encoded = io.BytesIO()
         alter(image).save(encoded, "JPEG", quality=quality)
-        copies.append(decode_image(encoded.getvalue(), path, preprocess))
+        copies.append(replace(decode_image(encoded.getvalue(), path, preprocess), copy_kind=kind))
     return copies
 
 
@@ -178,11 +180,10 @@ class Calibration:
 
     @property
     def candidate_floor(self) -> float | None:
-        """Pairs at or above it are candidates, checked by their keypoints (`verification.py`): CHECKED_SHARE of
-        the way up from the pairs' median when chosen, the threshold itself when given, none if not separable."""
-        if self.grouping_threshold is None or self.checked_from is None:
-            return self.grouping_threshold
-        return min(self.grouping_threshold, self.checked_from)
+        """Pairs at or above it are candidates, checked by their pixels (`near_duplicates.py`): CHECKED_SHARE of
+        the way up from the pairs' median, or the threshold grouped at where it is lower."""
+        floors = [floor for floor in (self.grouping_threshold, self.checked_from) if floor is not None]
+        return min(floors, default=None)
 
     def __str__(self) -> str:
         """What the calibration found, in words; NOT SEPARABLE said plainly, with the closest pairs and the setting."""
@@ -250,8 +251,7 @@ def calibrate_vectors(neighbours, origins: list[tuple[str, str]], copy_vectors: 
     found = valley(scores, copy_scores)
     threshold = calibration.threshold = found.threshold if threshold is None else threshold
     calibration.bandwidth, calibration.valley_found = found.bandwidth, found.found
-    if calibration.chosen == "auto":
-        calibration.checked_from = round(found.median + CHECKED_SHARE * (1 - found.median), 6)
+    calibration.checked_from = round(found.median + CHECKED_SHARE * (1 - found.median), 6)
     calibration.in_band = int(np.sum(np.abs(scores - threshold) <= found.bandwidth))
     calibration.images_above = float(np.mean(nearest >= threshold) * len(neighbours.keys))
     if not origins:
@@ -265,6 +265,41 @@ def calibrate_vectors(neighbours, origins: list[tuple[str, str]], copy_vectors: 
     calibration.recall_by_kind = {kind: float(np.mean(hits[np.array(kinds) == kind])) for kind in dict.fromkeys(kinds)}
     calibration.separable = calibration.recall >= SEPARATES
     return calibration
+
+
+def collection_fingerprint(stored: dict[str, dict], recipe: list) -> str:
+    """Changes when any file or the model changes (from the stored payloads), or anything in `recipe`."""
+    contents = sorted((key, payload.get("sha256"), payload.get("model")) for key, payload in stored.items())
+    return hashlib.sha256(json.dumps([contents, recipe]).encode()).hexdigest()
+
+
+def save_result(path: Path, result: dict) -> None:
+    """Save a result with its `fingerprint` (without `reused`, which only a later run can say)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({name: value for name, value in result.items() if name != "reused"}))
+
+
+def load_saved(path: Path, fingerprint: str) -> dict | None:
+    """The result saved at `path` if it was made for this fingerprint, else None (also for a file that
+    cannot be read: the result is then made again)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint else None
+
+
+def remove_leftovers(client, collection: str, workdir: Path, kinds) -> None:
+    """Remove what earlier calibrations left: a scratch collection, and a folder of copies (one sub-folder
+    per kind of copy in `kinds`, .jpg files only) beside the report."""
+    scratch_collection, scratch_folder = f"{collection}_planted", workdir / "planted_copies"
+    if client.collection_exists(scratch_collection):
+        client.delete_collection(scratch_collection)
+        print(f"removed the collection {scratch_collection!r} of planted copies that an earlier version left behind")
+    ours = scratch_folder.is_dir() and {folder.name for folder in scratch_folder.iterdir()} <= set(kinds)
+    if ours and all(path.suffix == ".jpg" for path in scratch_folder.rglob("*") if path.is_file()):
+        shutil.rmtree(scratch_folder)
+        print(f"removed the folder {scratch_folder} of planted copies that an earlier version left behind")
 
 
 def planted_sample(stored: dict[str, dict], folder: Path, exact_groups: list[list[str]], most: int) -> list[Path]:
@@ -295,13 +330,10 @@ def calibrate(
     if saved := load_saved(cache, fingerprint):
         return Calibration(**saved | {"seconds": 0.0}, reused=True)
     started = time.perf_counter()
-    origins, vectors, made = [], [], Counter()
+    origins, vectors = [], []
     sources = planted_sample(stored, folder, exact_groups, sample_size)
     for copies, copy_vectors in embed(sources, load=make_copies, progress="planted copies"):
-        for copy in copies:  # each source's copies come in the order of COPY_KINDS
-            key = relative_key(copy.path, folder)
-            origins.append((key, list(COPY_KINDS)[made[key]]))
-            made[key] += 1
+        origins += [(relative_key(copy.path, folder), copy.copy_kind) for copy in copies]
         vectors.append(copy_vectors)
     copy_vectors = np.concatenate(vectors) if vectors else np.zeros((0, len(neighbours.mean)), dtype=np.float32)
     calibration = calibrate_vectors(neighbours, origins, copy_vectors, threshold)

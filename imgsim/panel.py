@@ -24,9 +24,9 @@ import ipywidgets as widgets
 from qdrant_client import QdrantClient, models
 
 from imgsim.files import IMAGE_EXTENSIONS
+from imgsim.near_duplicates import NearDuplicates
 from imgsim.reading import describe_failure, thumbnail
 from imgsim.store import point_id
-from imgsim.tidy import DuplicateCheck
 
 # Jupyter's websocket drops messages over 10 MiB, so bigger uploads never reach the kernel; the panel
 # refuses anything over 10 MB that does arrive (on hosts that carry more), so one rule holds everywhere.
@@ -58,6 +58,7 @@ class Query:
     key: str | None = None
     vector: list[float] | None = None
     sha256: str | None = None  # of a new image's bytes, to tell an identical file
+    data: bytes | None = None  # a new image's bytes, held in memory for the pixel check, never written
 
     @property
     def example(self):
@@ -163,7 +164,8 @@ class SearchPanel:
 
     `client_of()` gives the Qdrant client at each search; `embed(path, data=bytes)` is the notebook's
     `embed_file` with its model, preprocessing and device.
-    With `duplicates`, a new image (not a stored one) is said to be a duplicate of a stored image, or not.
+    With `duplicates` (the notebook's near-duplicate rule), a new image (not a stored one) is said to be a
+    duplicate of a stored image, or not, and why, by the rule that groups the collection.
     """
 
     def __init__(
@@ -174,7 +176,7 @@ class SearchPanel:
         embed,
         top_k: int = 5,
         caption: str = "",
-        duplicates: DuplicateCheck | None = None,
+        duplicates: NearDuplicates | None = None,
     ):
         self.client_of, self.collection, self.image_dir, self.embed = client_of, collection, image_dir, embed
         self.duplicates = duplicates
@@ -255,7 +257,7 @@ class SearchPanel:
         except ValueError as error:
             self.say(str(error))
             return
-        query = Query(upload.name, vector=vector.tolist(), sha256=hashlib.sha256(data).hexdigest())
+        query = Query(upload.name, vector=vector.tolist(), sha256=hashlib.sha256(data).hexdigest(), data=data)
         self.show(Search(query, **self.options()), query_picture=picture(data))
 
     @shows_errors
@@ -289,7 +291,8 @@ class SearchPanel:
         except ValueError as error:
             self.say(str(error))
             return
-        query = Query(str(path), vector=vector.tolist(), sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+        data = path.read_bytes()
+        query = Query(str(path), vector=vector.tolist(), sha256=hashlib.sha256(data).hexdigest(), data=data)
         self.show(Search(query, **self.options()), query_picture=picture(path))
 
     def stored_key(self, text: str) -> str | None:
@@ -343,7 +346,7 @@ class SearchPanel:
         self.say(f"{len(hits)} results of {kind}, {where}.")
         if self.duplicates and search.query.vector is not None:
             query = search.query
-            verdict = self.duplicates.verdict(self.client_of(), self.collection, query.vector, query.sha256)
+            verdict = self.duplicates.judge(self.client_of(), self.collection, query.vector, query.sha256, query.data)
             self.message.value += f"<br><b>{escape(verdict)}</b>"
 
     def result_card(self, rank: int, hit: models.ScoredPoint) -> widgets.VBox:

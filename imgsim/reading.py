@@ -32,6 +32,7 @@ class LoadedImage:
     height: int | None = None
     pixels: torch.Tensor | None = None  # 3 x 224 x 224 uint8: resized and cropped, not yet normalised
     error: str | None = None
+    copy_kind: str | None = None  # a copy made of the file in memory (the calibration's): which kind of edit
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -1,14 +1,9 @@
 """Step 11, the run report: one JSON file that says what a run found, stored, skipped, measured and drew.
 
-Tests and the benchmark read it instead of the notebook's outputs. `Timings` measures the steps. The
-near-duplicate calibration is told here (its text and its report section) and saved beside the report,
-to be reused while the collection and the settings are unchanged; what earlier versions of it left
-behind is removed.
+Tests and the benchmark read it instead of the notebook's outputs. `Timings` measures the steps.
 """
 
-import hashlib
 import json
-import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,15 +37,14 @@ def run_report(
     batch_size,
     timings,
     calibration,
-    check,
-    groups,
+    findings,
     tidy,
     metrics,
     query,
     figures,
 ) -> dict:
-    """The report's content. `query` is (the query image's name, its hits); `calibration`, the keypoint `check`
-    of the candidate pairs, the duplicate `groups` and `tidy` (its section) make the `duplicates` section;
+    """The report's content. `query` is (the query image's name, its hits); `calibration`, the near-duplicate
+    `findings` (`near_duplicates.Findings`) and `tidy` (its section) make the `duplicates` section;
     `ignored_extensions` says how many files of the image folder were left out for each extension that is not
     an image's. `neighbour_source` is the setting's: where the analyses' neighbours came from ("numpy" or
     "qdrant"); `runtime`, what ran the model ("onnxruntime" or "torch", `imgsim.runtime.runtime_of`)."""
@@ -75,7 +69,7 @@ def run_report(
         "batch_size": batch_size,
         "workers": settings.workers,
         "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
-        "duplicates": duplicates_report(calibration, check, groups) | {"tidy": tidy},
+        "duplicates": duplicates_report(calibration, findings) | {"tidy": tidy},
         "neighbour_source": settings.neighbour_source,
         "metrics": metrics,
         "query": {
@@ -120,49 +114,13 @@ def calibration_report(calibration) -> dict:
     }
 
 
-def duplicates_report(calibration, check, groups: list[list[str]]) -> dict:
-    """The report's `duplicates` section: the threshold, the candidates' keypoint check, the groups, the calibration."""
-    threshold = rounded(calibration.grouping_threshold)
+def duplicates_report(calibration, findings) -> dict:
+    """The report's `duplicates` section: the threshold, the candidates and how the rule decided them, the groups,
+    the calibration."""
     return {
-        "threshold": threshold,
+        "threshold": rounded(calibration.grouping_threshold),
         "score": "centred cosine",
         "checked_from": rounded(calibration.candidate_floor),
-        "keypoint_check": dict(check.verdicts) | {"split_at": rounded(check.split_at), "told_above": check.told_above},
-        "groups": groups,
+        **findings.report(),
         "calibration": calibration_report(calibration),
     }
-
-
-def collection_fingerprint(stored: dict[str, dict], recipe: list) -> str:
-    """Changes when any file or the model changes (from the stored payloads), or anything in `recipe`."""
-    contents = sorted((key, payload.get("sha256"), payload.get("model")) for key, payload in stored.items())
-    return hashlib.sha256(json.dumps([contents, recipe]).encode()).hexdigest()
-
-
-def save_result(path: Path, result: dict) -> None:
-    """Save a result with its `fingerprint` (without `reused`, which only a later run can say)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({name: value for name, value in result.items() if name != "reused"}))
-
-
-def load_saved(path: Path, fingerprint: str) -> dict | None:
-    """The result saved at `path` if it was made for this fingerprint, else None (also for a file that
-    cannot be read: the result is then made again)."""
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return saved if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint else None
-
-
-def remove_leftovers(client, collection: str, workdir: Path, kinds) -> None:
-    """Remove what earlier calibrations left: a scratch collection, and a folder of copies (one sub-folder
-    per kind of copy in `kinds`, .jpg files only) beside the report."""
-    scratch_collection, scratch_folder = f"{collection}_planted", workdir / "planted_copies"
-    if client.collection_exists(scratch_collection):
-        client.delete_collection(scratch_collection)
-        print(f"removed the collection {scratch_collection!r} of planted copies that an earlier version left behind")
-    ours = scratch_folder.is_dir() and {folder.name for folder in scratch_folder.iterdir()} <= set(kinds)
-    if ours and all(path.suffix == ".jpg" for path in scratch_folder.rglob("*") if path.is_file()):
-        shutil.rmtree(scratch_folder)
-        print(f"removed the folder {scratch_folder} of planted copies that an earlier version left behind")

@@ -11,10 +11,6 @@ command puts them all back:
 
 A file whose size or modification time changed since it was embedded is left where it is and reported,
 and so are the other members of a group whose keeper changed or is gone: the table no longer describes them.
-
-`DuplicateCheck` answers the same question for one new image (the search panel's upload): it is a
-near-duplicate of a stored image when its best centred score reaches the calibrated threshold. When the
-threshold does not separate copies from other images, only an identical file (same SHA-256) is one.
 """
 
 import csv
@@ -25,15 +21,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-from qdrant_client import QdrantClient, models
-
 from imgsim.duplicates import KEEPER_RULE
-from imgsim.scoring import centre
 
 RECORD = "imgsim-moves.jsonl"  # one line per moved file, in the folder the files were moved to
 HOW_TO_UNDO = "HOW-TO-UNDO.txt"
-CHECK_CANDIDATES = 20  # a new image's best matches by Qdrant's score, re-scored centred
 COLUMNS = ("group", "path", "action", "width", "height", "bytes", "mtime", "score")
 
 
@@ -218,47 +209,6 @@ def undo_moves(folder: Path) -> UndoResult:
         record.unlink(missing_ok=True)
         (folder / HOW_TO_UNDO).unlink(missing_ok=True)
     return result
-
-
-@dataclass(frozen=True)
-class DuplicateCheck:
-    """Is a new image a duplicate of a stored one? `mean`: the collection's mean vector; `threshold`: the centred
-    score grouped at (None when it does not separate: then only identical files count)."""
-
-    mean: np.ndarray
-    threshold: float | None
-
-    def verdict(self, client: QdrantClient, collection: str, vector: list[float], sha256: str | None) -> str:
-        """What can be said of the image: identical to, or a near-duplicate of, a stored image, or not."""
-        same_bytes = models.FieldCondition(key="sha256", match=models.MatchValue(value=sha256 or ""))
-        identical, _ = client.scroll(
-            collection, scroll_filter=models.Filter(must=[same_bytes]), limit=1, with_payload=["path"]
-        )
-        if identical:
-            return f"duplicate: identical to the stored {identical[0].payload['path']} (same SHA-256)"
-        if self.threshold is None:
-            return (
-                "no stored file is identical to it; near-duplicates are not claimed, because the duplicate "
-                "threshold does not separate copies from other images with these weights"
-            )
-        found = client.query_points(
-            collection,
-            query=vector,
-            limit=CHECK_CANDIDATES,
-            with_vectors=True,
-            with_payload=["path"],
-        ).points
-        if not found:
-            return ""
-        scores = centre(np.asarray([p.vector for p in found]), self.mean) @ centre(np.asarray([vector]), self.mean)[0]
-        best = int(np.argmax(scores))
-        path, score = found[best].payload["path"], float(scores[best])
-        if score >= self.threshold:
-            return (
-                f"near-duplicate of the stored {path}: centred score {score:.4f}, "
-                f"at or above the duplicate threshold {self.threshold:.4f}"
-            )
-        return f"no near-duplicate: its best centred score, {score:.4f}, is below the threshold {self.threshold:.4f}"
 
 
 if __name__ == "__main__":

@@ -1,144 +1,217 @@
-"""Step 8, checking candidate near-duplicates: do the two pictures show the same points in the same places?
+"""Step 7, checking near-duplicates by their pixels: do two pictures show the same points in the same places?
 
-Embedding scores alone cannot tell a strongly edited copy (a 10 % crop, a turn of 3 degrees, a thumbnail)
-from a look-alike (two photos of one garment on one cloth): both score in the same band. Their pixels can.
-For each candidate pair, ORB keypoints (OpenCV) are found in both images, read at FEATURE_SIDE pixels on the
-longer side, and matched; a copy's matches agree with one similarity transform (a shift, a turn, one scale),
-found with RANSAC, and a look-alike's do not. A pair is:
+Embedding scores alone cannot tell a strongly edited copy (a crop, a turn, a greyscale or letterboxed copy)
+from a look-alike (two photos of one garment on one cloth): both can score in the same band. Their pixels can.
+Each image is read at FEATURE_SIDE pixels on its longer side, in greyscale (so colour changes do not count),
+and uniform bars along its edges are trimmed (`trimmed`: letterboxing, padding, plain borders), so that bars
+alone never make two pictures match. What is left is squashed to a FEATURE_SIDE square whatever its shape, so
+that a copy stretched to another shape looks the same, and two things are kept of it (`Picture`):
 
-- `matched`: at least MATCHED_POINTS matches agree with one transform: the same picture, edited;
+- a **signature**: the square shrunk to SIGNATURE_SIDE x SIGNATURE_SIDE grey levels, less its mean and scaled
+  to length 1 (so brightness and contrast do not count). Two signatures score their correlation, the better of
+  as they are and one mirrored (`signature_scores`). It finds candidate pairs that the embedding scores far
+  apart, and decides pairs the keypoints cannot tell.
+- ORB keypoints (OpenCV) of the square and of its mirror image (ORB's descriptors are not mirror-invariant).
+
+A pair is checked (`check_pair`) by matching its keypoints one to one, the second image as it is and mirrored:
+a copy's matches agree with one similarity transform (a shift, a turn, one scale), found with RANSAC; a
+look-alike's do not. A pair is:
+
+- `matched`: at least MATCHED_POINTS matches agree: the same picture, edited;
 - `different`: both images have at least FEWEST_KEYPOINTS keypoints and fewer matches agree;
-- `cannot tell`: an image has too few keypoints (a plain garment on a plain background) or cannot be read;
-  its score decides: at the score that best splits the pairs the check could tell (`split_score`), or at
-  the calibrated threshold where it could tell too few.
+- `cannot tell`: an image has too few keypoints (a plain garment on a plain background, a smooth sky) or
+  cannot be read; `near_duplicates.py` decides those.
 
 Two shots of one scene (a burst) match too: the check confirms the same place, not the same moment.
+`Pictures` reads each image once, in a thread pool ahead of the pairs that need it.
 """
 
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
-from tqdm.auto import tqdm
+from PIL import Image, ImageOps
 
+from imgsim.embedding import default_workers
 from imgsim.reading import open_image
 
-FEATURE_SIDE = 320  # the longer side, in pixels, at which keypoints are found
+FEATURE_SIDE = 320  # pixels: a picture is trimmed at this longer side, and its keypoints found in a square of it
 KEYPOINTS = 500  # the most ORB keypoints kept per image
 MATCH_RATIO = 0.8  # a match counts when clearly nearer than the next nearest (Lowe's ratio test)
 REPROJECTION_PIXELS = 4.0  # how far, at FEATURE_SIDE, a match may land from where the transform puts it
 MATCHED_POINTS = 20  # matches agreeing with one transform, at least, for two images to show one picture
 FEWEST_KEYPOINTS = 100  # keypoints, at least, in both images for a failed match to mean different pictures
-FEWEST_TOLD = 5  # matched and different pairs, at least each, for their split to decide the pairs it cannot tell
+SIGNATURE_SIDE = 16  # the signature's side: a picture shrunk to 16 x 16 grey levels
+BAR_SPREAD = 6.0  # grey levels: a row or column of an edge whose spread is within it is part of a bar
+BAR_SHADE = 10.0  # grey levels: and whose mean is within this of the edge's outermost row or column
+STRETCHED = 0.1  # a matched pair whose shapes differ by more than this (log of the aspect ratios) is stretched
+KEPT_AT_LEAST = 0.3  # trimming never keeps less than this share of either side (a plain picture stays whole)
 VERDICTS = ("matched", "different", "cannot tell")
 
 
-def split_score(matched: list[float], different: list[float]) -> float:
-    """The score that misplaces the fewest of these pairs (matched below it, different at or above it), midway
-    between the two scores around it; of several such, the middle one."""
-    matched, different = np.sort(matched), np.sort(different)
-    scores = np.sort(np.concatenate([matched, different]))
-    cuts = np.concatenate([[scores[0] - 1e-6], (scores[1:] + scores[:-1]) / 2, [scores[-1] + 1e-6]])
-    misplaced = np.searchsorted(matched, cuts) + len(different) - np.searchsorted(different, cuts)
-    fewest = np.flatnonzero(misplaced == misplaced.min())
-    return float(cuts[fewest[len(fewest) // 2]])
+def trimmed(grey: np.ndarray) -> np.ndarray:
+    """`grey` without the uniform bars along its edges: rows and columns of one shade, the outermost one's."""
+    height, width = grey.shape
+    rows_spread, rows_mean = grey.std(axis=1), grey.mean(axis=1)
+    columns_spread, columns_mean = grey.std(axis=0), grey.mean(axis=0)
+
+    def bar_length(spread: np.ndarray, mean: np.ndarray) -> int:
+        plain = (spread <= BAR_SPREAD) & (np.abs(mean - mean[0]) <= BAR_SHADE)
+        return len(plain) if plain.all() else int(np.argmin(plain))
+
+    top, bottom = bar_length(rows_spread, rows_mean), bar_length(rows_spread[::-1], rows_mean[::-1])
+    left, right = bar_length(columns_spread, columns_mean), bar_length(columns_spread[::-1], columns_mean[::-1])
+    if height - top - bottom < KEPT_AT_LEAST * height:
+        top = bottom = 0
+    if width - left - right < KEPT_AT_LEAST * width:
+        left = right = 0
+    return grey[top : height - bottom, left : width - right]
 
 
-def keypoints_of(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """The positions (N x 2) and descriptors of `image`'s ORB keypoints, in greyscale at FEATURE_SIDE on the
-    longer side; arrays rather than OpenCV's keypoint objects, which would take ten times the memory."""
-    scale = FEATURE_SIDE / max(image.size)
-    grey = image.convert("L").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
-    keypoints, descriptors = cv2.ORB_create(nfeatures=KEYPOINTS).detectAndCompute(np.asarray(grey), None)
+def keypoints_of(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The positions (N x 2) and descriptors of a grey picture's ORB keypoints; arrays rather than OpenCV's
+    keypoint objects, which would take ten times the memory."""
+    keypoints, descriptors = cv2.ORB_create(nfeatures=KEYPOINTS).detectAndCompute(grey, None)
     return np.float32([keypoint.pt for keypoint in keypoints]).reshape(-1, 2), descriptors
 
 
-def points_agreeing(first, second) -> int:
-    """How many of the matches between two images' keypoints agree with one similarity transform."""
-    (points_a, descriptors_a), (points_b, descriptors_b) = first, second
+def signature_of(grey: np.ndarray) -> np.ndarray:
+    """The picture shrunk to SIGNATURE_SIDE squared grey levels whatever its shape, less its mean, length 1."""
+    small = cv2.resize(grey, (SIGNATURE_SIDE, SIGNATURE_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    small -= small.mean()
+    return small / max(float(np.linalg.norm(small)), 1e-6)
+
+
+def mirrored_signatures(signatures: np.ndarray) -> np.ndarray:
+    """Signatures (N x SIDE x SIDE) of the mirror images."""
+    return signatures[:, :, ::-1]
+
+
+def signature_scores(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Every signature of `first` (N x SIDE x SIDE) against every one of `second` (M x ...): the better of the
+    correlation as they are and with the second mirrored (N x M)."""
+    flat = first.reshape(len(first), -1)
+    as_they_are = flat @ second.reshape(len(second), -1).T
+    return np.maximum(as_they_are, flat @ mirrored_signatures(second).reshape(len(second), -1).T)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """What the check keeps of one image: its shape once trimmed, then squashed to a square (so a copy stretched
+    to another shape looks the same): its signature, and its keypoints as it is and mirrored."""
+
+    aspect: float  # width / height after trimming
+    signature: np.ndarray
+    keypoints: tuple[np.ndarray, np.ndarray | None]
+    mirrored: tuple[np.ndarray, np.ndarray | None]
+
+    @classmethod
+    def of(cls, image: Image.Image) -> "Picture":
+        scale = FEATURE_SIDE / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        grey = np.asarray(ImageOps.grayscale(image).resize(size, Image.Resampling.BILINEAR))
+        grey = trimmed(grey)
+        square = np.ascontiguousarray(cv2.resize(grey, (FEATURE_SIDE, FEATURE_SIDE), interpolation=cv2.INTER_AREA))
+        return cls(grey.shape[1] / grey.shape[0], signature_of(square), keypoints_of(square),
+                   keypoints_of(np.ascontiguousarray(square[:, ::-1])))  # fmt: skip
+
+    @property
+    def enough_keypoints(self) -> bool:
+        return len(self.keypoints[0]) >= FEWEST_KEYPOINTS
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    """What the check says of a pair, and why: how many matches agree, mirrored or stretched."""
+
+    verdict: str  # one of VERDICTS
+    points: int = 0  # matches agreeing with one transform
+    mirrored: bool = False
+    stretched: bool = False
+    why_not: str = ""  # for `cannot tell`: which image had too few keypoints, or could not be read
+
+    def __str__(self) -> str:
+        if self.verdict == "matched":
+            how = [name for name, applies in (("mirrored", self.mirrored), ("stretched", self.stretched)) if applies]
+            return ", ".join([f"{self.points} points agree", *how])
+        if self.verdict == "different":
+            return f"shows a different picture (only {self.points} points agree)"
+        return f"the pixels cannot tell ({self.why_not})"
+
+
+def points_agreeing(first: Picture, second: Picture, mirrored: bool) -> int:
+    """How many one-to-one matches between two pictures' keypoints (the second's mirrored, if asked) agree
+    with one similarity transform."""
+    (points_a, descriptors_a), (points_b, descriptors_b) = first.keypoints, (
+        second.mirrored if mirrored else second.keypoints
+    )
     if descriptors_a is None or descriptors_b is None or len(points_a) < 2 or len(points_b) < 2:
         return 0
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(descriptors_a, descriptors_b, k=2)
     good = [best for best, *rest in pairs if rest and best.distance < MATCH_RATIO * rest[0].distance]
+    good = list({match.trainIdx: match for match in sorted(good, key=lambda m: -m.distance)}.values())
     if len(good) < 3:  # fewer than RANSAC needs to tell agreement from chance
         return 0
-    from_a = points_a[[match.queryIdx for match in good]]
-    to_b = points_b[[match.trainIdx for match in good]]
-    _, agreeing = cv2.estimateAffinePartial2D(from_a, to_b, method=cv2.RANSAC,
-                                              ransacReprojThreshold=REPROJECTION_PIXELS)  # fmt: skip
-    return 0 if agreeing is None else int(agreeing.sum())
+    from_a, to_b = points_a[[m.queryIdx for m in good]], points_b[[m.trainIdx for m in good]]
+    _, inliers = cv2.estimateAffinePartial2D(from_a, to_b, method=cv2.RANSAC,
+                                             ransacReprojThreshold=REPROJECTION_PIXELS)  # fmt: skip
+    return 0 if inliers is None else int(inliers.sum())
 
 
-@dataclass
-class PairCheck:
-    """Checks pairs of images by their keypoints; `open_picture(key)` gives an image, or None if it cannot."""
+def check_pair(first: Picture | None, second: Picture | None) -> PairVerdict:
+    """Do two pictures show one picture, edited (mirrored and stretched included)? None: it could not be read."""
+    if first is None or second is None:
+        return PairVerdict("cannot tell", why_not="an image could not be read")
+    most = 0
+    for mirrored in (False, True):
+        points = points_agreeing(first, second, mirrored)
+        if points >= MATCHED_POINTS:
+            stretched = bool(abs(np.log(first.aspect / second.aspect)) > STRETCHED)
+            return PairVerdict("matched", points, mirrored, stretched)
+        most = max(most, points)
+    if not (first.enough_keypoints and second.enough_keypoints):
+        return PairVerdict("cannot tell", most, why_not=f"fewer than {FEWEST_KEYPOINTS} keypoints")
+    return PairVerdict("different", most)
 
-    open_picture: Callable[[str], Image.Image | None]
-    verdicts: Counter = field(default_factory=Counter)
-    keypoints: dict = field(default_factory=dict)
-    split_at: float | None = None  # the score that best splits the pairs it could tell, where it could tell enough
-    told_above: dict = field(default_factory=dict)  # of the pairs it told, how many score at or above the score used
+
+def picture_of_file(path: Path) -> Picture | None:
+    """The picture of an image file, or None if it cannot be read (changed or gone since it was embedded)."""
+    try:
+        return Picture.of(open_image(path.read_bytes(), FEATURE_SIDE)[0])
+    except Exception:  # any failure of one file: the check cannot tell, and says so
+        return None
+
+
+def picture_of_bytes(data: bytes) -> Picture | None:
+    """The picture of an image held in memory (an upload), or None if it cannot be read."""
+    try:
+        return Picture.of(open_image(data, FEATURE_SIDE)[0])
+    except Exception:  # a file the panel could not embed either: it has already said why
+        return None
+
+
+class Pictures:
+    """Each image's `Picture`, read once by `read(key)` (None if it cannot be read) and kept; `prefetch(keys)`
+    reads them in a thread pool, in the order given, and yields each key as its picture is ready."""
+
+    def __init__(self, read: Callable[[str], Picture | None], workers: int | None = None):
+        self.read, self.workers, self.kept = read, workers or default_workers(), {}
 
     @classmethod
-    def in_folder(cls, folder: Path) -> "PairCheck":
-        """A check of stored images, read from their files in `folder` (a file that cannot be read: None)."""
+    def in_folder(cls, folder: Path) -> "Pictures":
+        return cls(lambda key: picture_of_file(folder / key))
 
-        def open_picture(key: str) -> Image.Image | None:
-            try:
-                return open_image((folder / key).read_bytes(), FEATURE_SIDE)[0]
-            except Exception:  # changed or gone since it was embedded: the check cannot tell, the score decides
-                return None
+    def __getitem__(self, key: str) -> Picture | None:
+        if key not in self.kept:
+            self.kept[key] = self.read(key)
+        return self.kept[key]
 
-        return cls(open_picture)
-
-    def keypoints_for(self, key: str):
-        if key not in self.keypoints:
-            picture = self.open_picture(key)
-            self.keypoints[key] = None if picture is None else keypoints_of(picture)
-        return self.keypoints[key]
-
-    def verdict(self, a: str, b: str) -> str:
-        first, second = self.keypoints_for(a), self.keypoints_for(b)
-        if first is None or second is None:
-            return "cannot tell"
-        if points_agreeing(first, second) >= MATCHED_POINTS:
-            return "matched"
-        return "different" if min(len(first[0]), len(second[0])) >= FEWEST_KEYPOINTS else "cannot tell"
-
-    def confirmed(self, candidates, threshold: float | None, progress: str | None = None) -> list[tuple]:
-        """The candidate pairs (key, key, score) that are near-duplicates: matched, or, where the check cannot
-        tell, scoring at or above the score that best splits the pairs it could tell (`split_score`), or above
-        `threshold` where it could tell too few. `progress`: the progress bar's label, None for no bar."""
-        bar = tqdm(candidates, unit="pair", desc=progress, disable=progress is None)
-        verdicts = [self.verdict(a, b) for a, b, _ in bar]
-        self.verdicts.update(verdicts)
-        told = {verdict: [pair[2] for pair, said in zip(candidates, verdicts, strict=True) if said == verdict]
-                for verdict in ("matched", "different")}  # fmt: skip
-        if threshold is not None and min(map(len, told.values())) >= FEWEST_TOLD:
-            threshold = self.split_at = split_score(told["matched"], told["different"])
-        if threshold is not None:  # how the score alone fares there, on the pairs the check told
-            self.told_above = {verdict: sum(score >= threshold for score in told[verdict]) for verdict in told}
-            self.told_above |= {"matched in all": len(told["matched"]), "at": threshold}
-
-        def kept(pair, verdict: str) -> bool:
-            return verdict == "matched" or (verdict == "cannot tell" and threshold is not None and pair[2] >= threshold)
-
-        return [pair for pair, verdict in zip(candidates, verdicts, strict=True) if kept(pair, verdict)]
-
-    def __str__(self) -> str:
-        counts = ", ".join(f"{self.verdicts[verdict]} {verdict}" for verdict in VERDICTS)
-        lines = [f"{sum(self.verdicts.values())} candidate pairs checked by their keypoints: {counts}"]
-        if self.told_above:
-            matched, different, every = (self.told_above[name] for name in ("matched", "different", "matched in all"))
-            how = "the score that best splits the pairs it told" if self.split_at is not None else "the threshold"
-            lines.append(
-                f"where it cannot tell, pairs at or above {self.told_above['at']:.4f} ({how}) are near-duplicates; "
-                f"of the pairs it told, {matched} matched and {different} different score there: by score alone, "
-                f"precision {matched / max(matched + different, 1):.2f} on {matched + different} pairs, recall "
-                f"{matched / max(every, 1):.2f} on {every}"
-            )
-        return "\n".join(lines)
+    def prefetch(self, keys: Iterable[str]) -> Iterable[str]:
+        missing = [key for key in dict.fromkeys(keys) if key not in self.kept]
+        with ThreadPoolExecutor(self.workers) as pool:  # OpenCV and Pillow's decoder release the GIL
+            for key, picture in zip(missing, pool.map(self.read, missing), strict=True):
+                self.kept[key] = picture
+                yield key

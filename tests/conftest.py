@@ -20,16 +20,17 @@ import ipywidgets as widgets
 import pytest
 import torch
 from nbmake.nb_run import NotebookRun
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 from qdrant_client import QdrantClient, models
 
 from imgsim.calibration import calibrate
-from imgsim.duplicates import duplicate_groups, exact_duplicate_groups, keepers_first
+from imgsim.duplicates import exact_duplicate_groups
 from imgsim.embedding import embed_file, embed_in_batches
 from imgsim.model import feature_extractor
+from imgsim.near_duplicates import NearDuplicates
 from imgsim.panel import SearchPanel
 from imgsim.store import FolderSync, stored_files
-from imgsim.verification import PairCheck
+from imgsim.verification import Pictures
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "image-similarity-vector-db.ipynb"
@@ -68,6 +69,42 @@ def draw_picture(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
         shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
         shape([x0, y0, x1 + 1, y1 + 1], fill=tuple(rng.randrange(256) for _ in range(3)))
     return image
+
+
+def greyscale(image: Image.Image) -> Image.Image:
+    return ImageOps.grayscale(image).convert("RGB")
+
+
+def letterboxed(image: Image.Image, colour=(0, 0, 0)) -> Image.Image:
+    """On a square canvas of one colour, bars above and below (or either side)."""
+    side = max(image.size)
+    framed = Image.new("RGB", (side, side), colour)
+    framed.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return framed
+
+
+def captioned(image: Image.Image) -> Image.Image:
+    """A white bar with black words over the bottom fifth."""
+    image = image.copy()
+    draw = ImageDraw.Draw(image)
+    bar = image.height // 5
+    draw.rectangle((0, image.height - bar, image.width, image.height), fill="white")
+    draw.text((10, image.height - bar + 4), "look at this!", fill="black", font=ImageFont.load_default(bar // 2))
+    return image
+
+
+def stretched(image: Image.Image) -> Image.Image:
+    """Squeezed to 1.6 times its aspect ratio."""
+    return image.resize((round(image.width * 1.3), round(image.height / 1.25)))
+
+
+PEOPLES_COPIES = {  # the copies people make, each as an edit of a picture
+    "greyscale": greyscale,
+    "letterboxed": letterboxed,
+    "captioned": captioned,
+    "mirrored": ImageOps.mirror,
+    "stretched": stretched,
+}
 
 
 def save_picture(path: Path, seed: int, size: tuple[int, int] = (320, 240), **save_options) -> Path:
@@ -156,9 +193,8 @@ def calibrate_as_the_notebook_does(
         neighbours, client, "images", folder, embed, stored,
         exact_groups=exact, sample_size=sample_size, threshold=threshold, workdir=workdir,
     )
-    candidates, _ = neighbours.pairs_above(calibration.candidate_floor)
-    pairs = PairCheck.in_folder(folder).confirmed(candidates, calibration.grouping_threshold)
-    return stored, calibration, duplicate_groups(keepers_first(stored), pairs, exact)
+    rule = NearDuplicates(calibration, Pictures.in_folder(folder), neighbours.mean)
+    return stored, calibration, rule.find(neighbours, stored, exact, progress=False).groups
 
 
 class NotebookRunner:

@@ -17,10 +17,9 @@ from conftest import (
 from PIL import Image, ImageDraw
 from qdrant_client import QdrantClient, models
 
-from imgsim.calibration import COPY_KINDS, central_box, valley
+from imgsim.calibration import COPY_KINDS, central_box, remove_leftovers, valley
 from imgsim.files import find_images, spread_sample
 from imgsim.neighbours import open_neighbours
-from imgsim.report import remove_leftovers
 
 
 def draw_collection(folder, originals: int, with_copies: int) -> dict[str, str]:

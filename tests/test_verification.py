@@ -1,12 +1,14 @@
-"""The keypoint check of candidate near-duplicates: edited copies match, other pictures do not, plain ones defer."""
+"""The pixel check of candidate near-duplicates: edited copies match (mirrored, greyscale, letterboxed, captioned
+and stretched ones included), other pictures do not, bars alone never match, plain pictures cannot be told."""
 
 import io
 import random
 
 import pytest
+from conftest import PEOPLES_COPIES, letterboxed
 from PIL import Image, ImageDraw
 
-from imgsim.verification import PairCheck, split_score
+from imgsim.verification import Picture, check_pair, signature_scores
 
 
 def drawn_picture(seed: int, size=(480, 360)) -> Image.Image:
@@ -34,51 +36,41 @@ EDITS = {
     "JPEG quality 25": jpeg(ORIGINAL, 25),
     "10 % cut from two edges": ORIGINAL.crop((48, 0, 480, 324)),
     "turned 3 degrees, corners cut": ORIGINAL.rotate(3, Image.Resampling.BICUBIC).crop((30, 24, 450, 336)),
-}
-
-
-def check_of(pictures: dict[str, Image.Image | None]) -> PairCheck:
-    return PairCheck(pictures.get)
+} | {kind: jpeg(edit(ORIGINAL), 85) for kind, edit in PEOPLES_COPIES.items()}
 
 
 @pytest.mark.parametrize("edit", EDITS)
-def test_an_edited_copy_matches_its_original(edit):
-    assert check_of({"original": ORIGINAL, "copy": EDITS[edit]}).verdict("original", "copy") == "matched"
+def test_an_edited_copy_matches_its_original_and_says_how(edit):
+    verdict = check_pair(Picture.of(ORIGINAL), Picture.of(EDITS[edit]))
+    assert verdict.verdict == "matched", str(verdict)
+    assert verdict.points >= 20 and str(verdict).startswith(f"{verdict.points} points agree")
+    assert verdict.mirrored == (edit == "mirrored") and ("mirrored" in str(verdict)) == (edit == "mirrored")
+    assert verdict.stretched == (edit == "stretched")
+
+
+@pytest.mark.parametrize("edit", ["resized to 35 %", "JPEG quality 25", "greyscale", "letterboxed", "mirrored",
+                                  "stretched"])  # fmt: skip
+def test_the_signature_is_blind_to_colour_bars_mirroring_and_shape(edit):
+    score = signature_scores(Picture.of(ORIGINAL).signature[None], Picture.of(EDITS[edit]).signature[None])[0, 0]
+    assert score >= 0.95
 
 
 def test_another_picture_is_different_and_a_plain_one_cannot_be_told():
     plain = Image.new("RGB", (480, 360), (200, 180, 160))
-    check = check_of({"original": ORIGINAL, "other": drawn_picture(1), "plain": plain, "gone": None})
-    assert check.verdict("original", "other") == "different"
-    assert check.verdict("original", "plain") == "cannot tell"
-    assert check.verdict("original", "gone") == "cannot tell", "an image that cannot be read defers to its score"
+    original, other = Picture.of(ORIGINAL), Picture.of(drawn_picture(1))
+    assert check_pair(original, other).verdict == "different"
+    assert "shows a different picture" in str(check_pair(original, other))
+    assert check_pair(original, Picture.of(plain)).verdict == "cannot tell"
+    assert check_pair(original, None).verdict == "cannot tell", "an image that cannot be read cannot be told"
 
 
-def test_pairs_it_cannot_tell_are_decided_by_the_threshold_when_it_told_too_few():
-    pictures = {"original": ORIGINAL, "copy": EDITS["JPEG quality 25"], "other": drawn_picture(1)}
-    pictures |= {"plain": Image.new("RGB", (480, 360), "grey"), "plain copy": Image.new("RGB", (240, 180), "grey")}
-    check = check_of(pictures)
-    candidates = [("original", "copy", 0.8), ("original", "other", 0.97), ("plain", "plain copy", 0.95)]
-    assert check.confirmed(candidates, threshold=0.9) == [("original", "copy", 0.8), ("plain", "plain copy", 0.95)]
-    assert check.confirmed(candidates, threshold=0.96) == [("original", "copy", 0.8)]
-    assert check.split_at is None and check.verdicts == {"matched": 2, "different": 2, "cannot tell": 2}
-    assert str(check).startswith("6 candidate pairs checked by their keypoints: 2 matched, 2 different")
+@pytest.mark.parametrize("colour", [(0, 0, 0), (255, 255, 255)])
+def test_the_same_bars_around_two_different_pictures_never_make_them_match(colour):
+    first, second = (Picture.of(jpeg(letterboxed(drawn_picture(seed, (480, 200)), colour), 85)) for seed in (2, 3))
+    assert check_pair(first, second).verdict == "different"
+    assert signature_scores(first.signature[None], second.signature[None])[0, 0] < 0.8
 
 
-def test_pairs_it_cannot_tell_are_split_where_the_pairs_it_told_split():
-    pictures = {f"picture {n}": drawn_picture(n) for n in range(12)} | {"plain": Image.new("RGB", (480, 360), "grey")}
-    pictures |= {f"copy {n}": jpeg(pictures[f"picture {n}"], 30) for n in range(6)}
-    matched = [(f"picture {n}", f"copy {n}", 0.90 + n / 100) for n in range(6)]
-    different = [(f"picture {n}", f"picture {n + 6}", 0.80 + n / 100) for n in range(6)]
-    undecided = [("plain", "picture 0", 0.87), ("plain", "picture 1", 0.89)]
-    check = check_of(pictures)
-    kept = check.confirmed(matched + different + undecided, threshold=0.80)
-    assert 0.85 < check.split_at < 0.90, "midway between the highest different pair and the lowest matched one"
-    assert kept == matched + [("plain", "picture 1", 0.89)], "only the pair above the split is kept"
-    assert check.told_above == {"matched": 6, "different": 0, "matched in all": 6, "at": check.split_at}
-    assert "by score alone, precision 1.00 on 6 pairs, recall 1.00 on 6" in str(check)
-
-
-def test_the_split_misplaces_the_fewest_pairs():
-    assert split_score([0.9, 0.95], [0.8, 0.85]) == pytest.approx(0.875)
-    assert split_score([0.9, 0.95, 0.82], [0.8, 0.85]) == pytest.approx(0.875), "one matched pair low: one misplaced"
+def test_bars_are_trimmed_away():
+    framed = Picture.of(jpeg(letterboxed(ORIGINAL), 85))
+    assert framed.aspect == pytest.approx(ORIGINAL.width / ORIGINAL.height, rel=0.03)

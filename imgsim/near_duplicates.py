@@ -1,0 +1,240 @@
+"""Step 7, the near-duplicate rule: one object that groups the collection and judges a new image by it.
+
+`NearDuplicates` holds the calibration (`calibration.py`) and the pictures the pixel check reads
+(`verification.py`), and answers both questions the same way:
+
+1. **Candidates**, from two sources, so that no edit that moves one of them far loses a copy: the embedding
+   (pairs at or above the calibration's `candidate_floor`, and each image's NEAREST nearest by centred
+   score), and the pixels (each image's NEAREST nearest by signature, grey, trimmed of bars, squashed to a
+   square and mirror-blind, at least SIGNATURE_FLOOR): greyscale and letterboxed copies that these weights
+   score as merely alike are still signature neighbours.
+2. **The check** of each candidate's pixels: `matched` pairs are near-duplicates, `different` ones are not.
+3. **What the check cannot tell** (too few keypoints) is decided by the signature: a near-duplicate at or above
+   SIGNATURE_SAME. How that rule fares is measured on the pairs the check did tell in this very collection
+   (`Findings.fallback`): of the matched pairs, how many it would have kept, and of the different ones, how
+   many it would have kept wrongly, with their counts.
+
+Groups are formed around the image to keep (`duplicates.duplicate_groups`); identical files always group.
+"""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from tqdm.auto import tqdm
+
+from imgsim.calibration import Calibration, calibrate
+from imgsim.duplicates import duplicate_groups, keepers_first
+from imgsim.scoring import centre
+from imgsim.store import point_id
+from imgsim.verification import PairVerdict, Pictures, check_pair, picture_of_bytes, signature_scores
+
+NEAREST = 5  # candidates per image from each source: its nearest by centred score, and by signature
+SIGNATURE_FLOOR = 0.5  # a signature neighbour scoring below this is no candidate
+SIGNATURE_SAME = 0.9  # where the check cannot tell, pairs whose signatures score at least this are near-duplicates
+UPLOAD_CANDIDATES = 20  # a new image's best matches by Qdrant's score, checked
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A candidate pair, its scores, what the pixel check said, and the rule's answer."""
+
+    a: str
+    b: str
+    score: float  # centred cosine
+    signature: float
+    check: PairVerdict
+
+    @property
+    def near_duplicate(self) -> bool:
+        return self.check.verdict == "matched" or (
+            self.check.verdict == "cannot tell" and self.signature >= SIGNATURE_SAME
+        )
+
+    @property
+    def reason(self) -> str:
+        if self.check.verdict != "cannot tell":
+            return str(self.check)
+        side = "at or above" if self.near_duplicate else "below"
+        return f"{self.check}; signatures score {self.signature:.2f}, {side} {SIGNATURE_SAME}"
+
+
+@dataclass
+class Findings:
+    """What `NearDuplicates.find` found: every candidate pair decided, the groups, each image's nearest score."""
+
+    decisions: list[Decision]
+    groups: list[list[str]]
+    nearest: np.ndarray  # each image's nearest centred score, for the histogram
+    seconds: float = 0.0
+
+    @property
+    def pairs(self) -> list[tuple[str, str, float]]:
+        """The near-duplicate pairs (key, key, centred score)."""
+        return [(d.a, d.b, d.score) for d in self.decisions if d.near_duplicate]
+
+    def counted(self) -> dict[str, int]:
+        """How many candidate pairs the check matched, found different, or could not tell and the signature
+        decided each way."""
+        counts = {"matched": 0, "different": 0, "cannot tell, kept": 0, "cannot tell, not kept": 0}
+        for d in self.decisions:
+            verdict = d.check.verdict
+            if verdict == "cannot tell":
+                verdict += ", kept" if d.near_duplicate else ", not kept"
+            counts[verdict] += 1
+        return counts
+
+    @property
+    def fallback(self) -> dict[str, int]:
+        """How the signature rule fares on the pairs the check told: matched and different pairs, and how many
+        of each score at or above SIGNATURE_SAME."""
+        told = {verdict: [d.signature for d in self.decisions if d.check.verdict == verdict]
+                for verdict in ("matched", "different")}  # fmt: skip
+        return {
+            "matched": len(told["matched"]),
+            "matched_kept": sum(score >= SIGNATURE_SAME for score in told["matched"]),
+            "different": len(told["different"]),
+            "different_kept": sum(score >= SIGNATURE_SAME for score in told["different"]),
+        }
+
+    def __str__(self) -> str:
+        counts, fallback = self.counted(), self.fallback
+        lines = [
+            f"{len(self.decisions)} candidate pairs checked by their pixels: {counts['matched']} matched, "
+            f"{counts['different']} different; {counts['cannot tell, kept'] + counts['cannot tell, not kept']} "
+            f"the check could not tell, decided by their signatures: {counts['cannot tell, kept']} kept, "
+            f"{counts['cannot tell, not kept']} not",
+            f"that signature rule (at or above {SIGNATURE_SAME}) on the pairs the check told: it keeps "
+            f"{fallback['matched_kept']} of {fallback['matched']} matched and {fallback['different_kept']} of "
+            f"{fallback['different']} different",
+            f"{len(self.groups)} group(s) of duplicates, {sum(map(len, self.groups))} images",
+        ]
+        return "\n".join(lines)
+
+    def report(self) -> dict:
+        return {
+            "candidates": len(self.decisions),
+            "decided": self.counted(),
+            "signature_rule": {"at_least": SIGNATURE_SAME} | self.fallback,
+            "groups": self.groups,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def nearest_by_signature(keys: list[str], signatures: np.ndarray, count: int) -> set[tuple[str, str]]:
+    """Each image's `count` nearest other images by signature (at least SIGNATURE_FLOOR), as sorted key pairs."""
+    pairs = set()
+    for start in range(0, len(keys), 1_024):
+        scores = signature_scores(signatures[start : start + 1_024], signatures)
+        scores[np.arange(len(scores)), np.arange(start, start + len(scores))] = -np.inf
+        top = np.argsort(-scores, axis=1)[:, :count]
+        for row, columns in enumerate(top):
+            key = keys[start + row]
+            pairs.update(tuple(sorted((key, keys[j]))) for j in columns if scores[row, j] >= SIGNATURE_FLOOR)
+    return pairs
+
+
+@dataclass
+class NearDuplicates:
+    """The near-duplicate rule (see the module's docstring): the calibration, and the pictures it checks."""
+
+    calibration: Calibration
+    pictures: Pictures
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # the collection's mean vector
+
+    @classmethod
+    def calibrated(cls, neighbours, client, collection, folder: Path, embed, stored, exact_groups, settings):
+        """The rule for the collection in `folder`, its threshold calibrated (or given) by the settings."""
+        calibration = calibrate(
+            neighbours, client, collection, folder, embed, stored, sample_size=settings.plant_duplicates,
+            threshold=settings.duplicate_threshold, workdir=settings.report.parent, exact_groups=exact_groups,
+        )  # fmt: skip
+        return cls(calibration, Pictures.in_folder(folder), neighbours.mean)
+
+    def candidates(self, neighbours) -> tuple[dict[tuple[str, str], float], np.ndarray]:
+        """Candidate pairs with their centred scores, from both sources, and each image's nearest score."""
+        above, nearest = neighbours.pairs_above(self.calibration.candidate_floor)
+        scored = {tuple(sorted((a, b))): score for a, b, score in above}
+        for key, others in zip(neighbours.keys, neighbours.nearest_to_stored(neighbours.keys, NEAREST), strict=True):
+            scored.update({tuple(sorted((key, other))): score for other, score in others})
+        keys = neighbours.keys
+        list(tqdm(self.pictures.prefetch(keys), total=len(keys), unit="img", desc="reading pictures"))
+        signatures = np.stack([self.signature_of(key) for key in keys]) if keys else np.zeros((0, 1, 1))
+        by_signature = nearest_by_signature(keys, signatures, NEAREST) - scored.keys()
+        if by_signature:
+            pairs = sorted(by_signature)
+            first, second = zip(*pairs, strict=True)
+            scores = np.sum(neighbours.centred_of(list(first)) * neighbours.centred_of(list(second)), axis=1)
+            scored.update(zip(pairs, scores.tolist(), strict=True))
+        return scored, nearest
+
+    def signature_of(self, key: str) -> np.ndarray:
+        picture = self.pictures[key]
+        return np.zeros((1, 1), dtype=np.float32) if picture is None else picture.signature
+
+    def signature_score(self, a, b) -> float:
+        first, second = (self.signature_of(a) if isinstance(a, str) else a), self.signature_of(b)
+        if first.shape != second.shape:  # an image that cannot be read has no signature
+            return -1.0
+        return float(signature_scores(first[None], second[None])[0, 0])
+
+    def decide(self, pairs: dict[tuple[str, str], float], progress: str | None) -> list[Decision]:
+        """Each pair checked by its pixels, in a thread pool (OpenCV releases the GIL)."""
+
+        def decision(pair) -> Decision:
+            (a, b), score = pair
+            return Decision(a, b, score, self.signature_score(a, b), check_pair(self.pictures[a], self.pictures[b]))
+
+        with ThreadPoolExecutor(self.pictures.workers) as pool:
+            decided = pool.map(decision, pairs.items(), chunksize=64)
+            return list(tqdm(decided, total=len(pairs), unit="pair", desc=progress, disable=progress is None))
+
+    def find(self, neighbours, stored: dict[str, dict], exact_groups: list[list[str]], progress=True) -> Findings:
+        """The collection's near-duplicate groups, each around the image to keep (`keepers_first`)."""
+        started = time.perf_counter()
+        candidates, nearest = self.candidates(neighbours)
+        decisions = self.decide(candidates, "checking pairs" if progress else None)
+        pairs = [(d.a, d.b, d.score) for d in decisions if d.near_duplicate]
+        groups = duplicate_groups(keepers_first(stored), pairs, exact_groups)
+        return Findings(decisions, groups, nearest, time.perf_counter() - started)
+
+    def judge(self, client: QdrantClient, collection: str, vector: list[float], sha256: str | None,
+              data: bytes | None) -> str:  # fmt: skip
+        """Is a new image (its vector, SHA-256 and bytes, held in memory) identical to, or a near-duplicate of, a
+        stored image? Which, and why, in words."""
+        same_bytes = models.FieldCondition(key="sha256", match=models.MatchValue(value=sha256 or ""))
+        identical, _ = client.scroll(
+            collection, scroll_filter=models.Filter(must=[same_bytes]), limit=1, with_payload=["path"]
+        )
+        if identical:
+            return f"duplicate: identical to the stored {identical[0].payload['path']} (same SHA-256)"
+        found = client.query_points(
+            collection, query=vector, limit=UPLOAD_CANDIDATES, with_vectors=True, with_payload=["path"]
+        ).points
+        upload = picture_of_bytes(data) if data else None
+        if upload is not None and (kept := [key for key, picture in self.pictures.kept.items() if picture]):
+            by_signature = signature_scores(upload.signature[None], np.stack([self.signature_of(k) for k in kept]))[0]
+            nearest = [point_id(kept[row]) for row in np.argsort(-by_signature)[:NEAREST]]
+            found += client.retrieve(collection, ids=nearest, with_vectors=True, with_payload=["path"])
+        scores = dict(zip((p.payload["path"] for p in found), self.centred_scores(found, vector).tolist(), strict=True))
+        if not scores:
+            return ""
+        decisions = [
+            Decision("upload", key, score, self.signature_score(upload.signature, key) if upload else -1.0,
+                     check_pair(upload, self.pictures[key]))  # fmt: skip
+            for key, score in scores.items()
+        ]
+        if duplicates := [d for d in decisions if d.near_duplicate]:
+            best = max(duplicates, key=lambda d: (d.check.points, d.signature))
+            return f"near-duplicate of the stored {best.b}: {best.reason}"
+        best = max(decisions, key=lambda d: d.score)
+        return f"no near-duplicate: the most alike stored image, {best.b} (centred {best.score:.2f}), {best.reason}"
+
+    def centred_scores(self, points, vector) -> np.ndarray:
+        if not points:
+            return np.zeros(0)
+        stored = np.asarray([p.vector for p in points], dtype=np.float32)
+        return centre(stored, self.mean) @ centre(np.asarray([vector], dtype=np.float32), self.mean)[0]
