@@ -19,12 +19,12 @@ collection's own scores show where it lies, without a guess at how the user's co
 2. **Recall.** The share of the planted copies that scores at or above the threshold with its original is the
    recall, by kind of edit, with its 95 % interval. Where fewer than SEPARATES of them are found, the valley
    lies among near-duplicates, not below them: the scores do not separate near-duplicates from unrelated
-   images, and only identical files are grouped.
+   images, and no pair is grouped for its score alone.
 
 3. **Candidates.** Look-alikes (two photos of one garment) can score as high as copies, and strong edits (a
-   heavy crop, a turn) as low as look-alikes: the score alone cannot split them. So every pair from
-   CHECKED_SHARE of the way up from the pairs' median to 1 (`candidate_floor`) is checked by its keypoints
-   (`verification.py`), and the threshold only decides the pairs that check cannot tell.
+   heavy crop, a greyscale copy) as low as look-alikes: the score alone cannot split them. So every pair from
+   CHECKED_SHARE of the way up from the pairs' median to 1 (`candidate_floor`) is a candidate that the
+   near-duplicate rule checks by its pixels (`near_duplicates.py`).
 
 benchmarks/calibration.py measures the groups' precision and recall on collections drawn at random.
 """
@@ -158,7 +158,7 @@ class Calibration:
     images_looked_at: int = 0  # images drawn at random, each scored with its NEIGHBOURS_LOOKED_AT nearest
     pairs_looked_at: int = 0  # the distinct pairs those scores make
     bandwidth: float | None = None
-    checked_from: float | None = None  # chosen: pairs from this score up are checked by their keypoints
+    checked_from: float | None = None  # pairs from this score up are candidates, checked by their pixels
     in_band: int | None = None  # of those pairs, how many score within one bandwidth of the threshold
     valley_found: bool | None = None  # False: the density only falls towards 1, nothing piles up near it
     images_above: float | None = None  # images of the collection whose nearest scores at or above it (estimated)
@@ -215,8 +215,9 @@ class Calibration:
             closest = "; ".join(f"{a} = {b} ({score:.3f})" for a, b, score in self.closest_pairs)
             lines.append(
                 f"NOT SEPARABLE: at the valley in the scores, fewer than {SEPARATES:.0%} of the planted copies "
-                "are found. With this model and these weights, near-duplicates "
-                "cannot be told from unrelated images, so only files with identical bytes are grouped. "
+                "are found. With this model and these weights, the score cannot tell near-duplicates from "
+                "unrelated images, so no pair is grouped for its score: only identical files, and the pairs "
+                "whose pixels show one picture. "
                 f"The closest pairs: {closest or 'none'}. To group at a score of your choosing, set "
                 "IMGSIM_DUPLICATE_THRESHOLD (DUPLICATE_THRESHOLD in the parameters cell) to a centred cosine."
             )
@@ -324,7 +325,7 @@ def calibrate(
     recipe = [sample_size, FEWEST_SAMPLED, SAMPLED_SHARE, threshold, kinds, neighbours.name]
     recipe += ["valley of the pairs and the planted copies", VALLEY_SAMPLE, NEIGHBOURS_LOOKED_AT]
     recipe += [BANDWIDTH_SHARE, "from the pairs' median", VALLEY_STEPS, CLEAR_RISE, "floor's upper end", SEPARATES]
-    recipe += ["checked by keypoints from", CHECKED_SHARE]
+    recipe += ["candidates from", CHECKED_SHARE]
     fingerprint = collection_fingerprint(stored, recipe)
     cache = workdir / f"calibration-{collection}.json"
     if saved := load_saved(cache, fingerprint):

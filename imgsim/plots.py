@@ -142,7 +142,7 @@ def plot_result_rows(rows, folder: Path, caption: str):
 
 def plot_score_histogram(nearest, calibration, caption: str):
     """Every image's nearest-neighbour centred score, the planted copies' scores, the threshold, and the score
-    from which pairs are checked by their keypoints."""
+    from which pairs are candidates, checked by their pixels."""
     nearest = nearest[np.isfinite(nearest)]  # an image alone in the collection has no neighbour
     copies = np.asarray(calibration.copy_scores)
     fig, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")
@@ -158,7 +158,7 @@ def plot_score_histogram(nearest, calibration, caption: str):
         )
         ax.axvline(calibration.threshold, color="tab:red", linestyle="--" if separates else ":", label=line)
     if calibration.candidate_floor is not None and calibration.candidate_floor < calibration.threshold:
-        floor = f"checked by keypoints from {calibration.candidate_floor:.3f}"
+        floor = f"candidates from {calibration.candidate_floor:.3f}"
         ax.axvline(calibration.candidate_floor, color="tab:blue", linestyle=":", label=floor)
     ax.set_xlabel("centred cosine similarity")
     ax.set_ylabel("images")

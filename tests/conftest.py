@@ -71,6 +71,19 @@ def draw_picture(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
     return image
 
 
+def busy_picture(seed: int, size=(480, 360)) -> Image.Image:
+    """A picture of many overlapping shapes in many colours: keypoints everywhere."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(80):
+        x, y = rng.randrange(size[0]), rng.randrange(size[1])
+        box = (x, y, x + rng.randrange(10, 90), y + rng.randrange(10, 90))
+        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour, outline=(0, 0, 0))
+    return image
+
+
 def greyscale(image: Image.Image) -> Image.Image:
     return ImageOps.grayscale(image).convert("RGB")
 

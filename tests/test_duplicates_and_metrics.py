@@ -127,9 +127,10 @@ def test_with_no_threshold_set_copies_are_grouped_with_their_originals(tmp_path,
     right = [(a, b) for a, b in pairs if truth.get(a, a) == truth.get(b, b)]
     assert len(found) / len(truth) >= 0.9 and len(right) / len(pairs) >= 0.9
     assert ["cool/shot 4.jpg", "warm/same bytes.jpg"] in groups
-    checked = report["duplicates"]["keypoint_check"]
+    decided = report["duplicates"]["decided"]
     assert report["duplicates"]["checked_from"] < calibration["threshold"], "candidates from below the threshold"
-    assert checked["matched"] + checked["cannot tell"] >= len(found), "each copy found: a pair matched or told by score"
+    assert decided["matched"] + decided["cannot tell, kept"] >= len(found), "each copy found: matched, or kept"
+    assert sum(decided.values()) == report["duplicates"]["candidates"]
     assert report["points_in_collection"] == 44 + len(truth) + 1, "planted copies stay out of the collection"
     assert notebook.collections() == ["images"] and not list(notebook.report_path.parent.rglob("*.jpg"))
     assert calibration["sample_images"] == 20, "a small collection: 20 images get copies"

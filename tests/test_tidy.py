@@ -17,7 +17,6 @@ import pytest
 from conftest import (
     ROOT,
     calibrate_as_the_notebook_does,
-    draw_picture,
     index_with_random_weights,
     jpeg_bytes,
     save_picture,
@@ -30,9 +29,11 @@ from qdrant_client import QdrantClient
 from imgsim.calibration import central_box
 from imgsim.duplicates import KEEPER_RULE, duplicate_groups, keepers_first
 from imgsim.files import find_images, relative_key
+from imgsim.near_duplicates import NearDuplicates
 from imgsim.neighbours import ExactNeighbours
 from imgsim.panel import SearchPanel
-from imgsim.tidy import RECORD, DuplicateCheck, move_duplicates, plan_tidy, undo_moves
+from imgsim.tidy import RECORD, move_duplicates, plan_tidy, undo_moves
+from imgsim.verification import Pictures
 
 ORIGINALS = 44
 COPIED = range(0, 36, 6)
@@ -217,29 +218,12 @@ def test_undo_never_overwrites_a_file_put_back_in_the_meantime(tidied, own_copy,
     assert (quarantine / moves.moved[0]).exists() and moves.moved[0] in (quarantine / RECORD).read_text()
 
 
-def panel_with_check(tidied, threshold) -> SearchPanel:
-    check = DuplicateCheck(tidied.neighbours.mean, threshold)
-    return SearchPanel(lambda: tidied.client, "images", tidied.folder, tidied.embed_file, duplicates=check)
-
-
-def test_the_panel_labels_an_uploaded_resized_copy_as_a_near_duplicate_and_an_unrelated_picture_not(tidied):
-    panel = panel_with_check(tidied, tidied.calibration.grouping_threshold)
-    threshold = f"{tidied.calibration.grouping_threshold:.4f}"
+def test_the_panel_calls_an_upload_of_identical_bytes_identical_and_a_resized_copy_a_near_duplicate(tidied, tmp_path):
+    rule = NearDuplicates(tidied.calibration, Pictures.in_folder(tidied.folder), tidied.neighbours.mean)
+    panel = SearchPanel(lambda: tidied.client, "images", tidied.folder, tidied.embed_file, duplicates=rule)
 
     upload(panel, "phone photo.jpg", jpeg_bytes(Image.open(tidied.folder / "warm" / "shot 5.jpg").resize((200, 150))))
-    said = text(panel.message)
-    assert "near-duplicate of the stored warm/shot 5.jpg" in said and f"threshold {threshold}" in said
-
-    upload(panel, "another photo.jpg", jpeg_bytes(draw_picture(1234)))
-    said = text(panel.message)
-    assert "no near-duplicate" in said and "near-duplicate of" not in said and threshold in said
-
-
-def test_without_a_separating_threshold_only_an_identical_file_is_a_duplicate(tidied, tmp_path):
-    panel = panel_with_check(tidied, None)
-
-    upload(panel, "resized.jpg", jpeg_bytes(Image.open(tidied.folder / "warm" / "shot 5.jpg").resize((200, 150))))
-    assert "near-duplicates are not claimed" in text(panel.message)
+    assert "near-duplicate of the stored warm/shot 5.jpg" in text(panel.message)
 
     upload(panel, "same.jpg", (tidied.folder / "warm" / "shot 7.jpg").read_bytes())
     assert "identical to the stored warm/shot 7.jpg (same SHA-256)" in text(panel.message)

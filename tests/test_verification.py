@@ -2,26 +2,12 @@
 and stretched ones included), other pictures do not, bars alone never match, plain pictures cannot be told."""
 
 import io
-import random
 
 import pytest
-from conftest import PEOPLES_COPIES, letterboxed
-from PIL import Image, ImageDraw
+from conftest import PEOPLES_COPIES, busy_picture, letterboxed
+from PIL import Image
 
 from imgsim.verification import Picture, check_pair, signature_scores
-
-
-def drawn_picture(seed: int, size=(480, 360)) -> Image.Image:
-    """A picture of many overlapping shapes in many colours: keypoints everywhere."""
-    rng = random.Random(seed)
-    image = Image.new("RGB", size, (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
-    draw = ImageDraw.Draw(image)
-    for _ in range(80):
-        x, y = rng.randrange(size[0]), rng.randrange(size[1])
-        box = (x, y, x + rng.randrange(10, 90), y + rng.randrange(10, 90))
-        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour, outline=(0, 0, 0))
-    return image
 
 
 def jpeg(image: Image.Image, quality: int) -> Image.Image:
@@ -30,7 +16,7 @@ def jpeg(image: Image.Image, quality: int) -> Image.Image:
     return Image.open(io.BytesIO(encoded.getvalue()))
 
 
-ORIGINAL = drawn_picture(0)
+ORIGINAL = busy_picture(0)
 EDITS = {
     "resized to 35 %": ORIGINAL.resize((168, 126)),
     "JPEG quality 25": jpeg(ORIGINAL, 25),
@@ -57,7 +43,7 @@ def test_the_signature_is_blind_to_colour_bars_mirroring_and_shape(edit):
 
 def test_another_picture_is_different_and_a_plain_one_cannot_be_told():
     plain = Image.new("RGB", (480, 360), (200, 180, 160))
-    original, other = Picture.of(ORIGINAL), Picture.of(drawn_picture(1))
+    original, other = Picture.of(ORIGINAL), Picture.of(busy_picture(1))
     assert check_pair(original, other).verdict == "different"
     assert "shows a different picture" in str(check_pair(original, other))
     assert check_pair(original, Picture.of(plain)).verdict == "cannot tell"
@@ -66,7 +52,7 @@ def test_another_picture_is_different_and_a_plain_one_cannot_be_told():
 
 @pytest.mark.parametrize("colour", [(0, 0, 0), (255, 255, 255)])
 def test_the_same_bars_around_two_different_pictures_never_make_them_match(colour):
-    first, second = (Picture.of(jpeg(letterboxed(drawn_picture(seed, (480, 200)), colour), 85)) for seed in (2, 3))
+    first, second = (Picture.of(jpeg(letterboxed(busy_picture(seed, (480, 200)), colour), 85)) for seed in (2, 3))
     assert check_pair(first, second).verdict == "different"
     assert signature_scores(first.signature[None], second.signature[None])[0, 0] < 0.8
 
