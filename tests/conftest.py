@@ -34,7 +34,9 @@ from imgsim.verification import Pictures
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "image-similarity-vector-db.ipynb"
-SHARED_PHOTOS = ROOT.parent / "shared" / "datasets" / "clothing_small_10cls"
+SHARED_PHOTOS = Path(
+    os.environ.get("IMGSIM_TEST_PHOTOS", ROOT.parent / "shared" / "datasets" / "clothing_small_10cls")
+)  # real photos in labelled sub-folders (1,000 of the sample set, 100 a class); IMGSIM_TEST_PHOTOS may name others
 TRAINED_WEIGHTS = Path(
     os.environ.get("IMGSIM_TEST_WEIGHTS", ROOT.parent / "shared" / "weights" / "resnet50-augnet-backbone.pth")
 )  # a trained ResNet-50 (state dict, with or without its head); IMGSIM_TEST_WEIGHTS may name another

@@ -1,7 +1,9 @@
 """The documentation holds together: every relative link in the README, the pages under docs/, the benchmarks'
-README and the notebook's markdown points to a file that exists (and an #anchor to a heading in it), and the
+README and the notebook's markdown points to a file that exists (and an #anchor to a heading in it), every
+`IMGSIM_*` variable, `imgsim/<module>.py` file and dotted `imgsim.<module>.<name>` they name exists, and the
 README's parameters table lists what the notebook's parameters cell holds. External links are not checked."""
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -67,6 +69,74 @@ def broken_links(path: Path) -> list[str]:
 @pytest.mark.parametrize("path", [*PAGES, NOTEBOOK], ids=lambda path: str(path.relative_to(ROOT)))
 def test_every_relative_link_points_to_a_file_and_heading_that_exist(path):
     assert broken_links(path) == []
+
+
+def variables_read() -> set[str]:
+    """Every IMGSIM_* variable something reads: the parameters cell, and getenv or os.environ in the notebook's
+    other code cells, the tests and the benchmarks (IMGSIM_PACKAGE, IMGSIM_TEST_WEIGHTS, ...)."""
+    sources = [*code_cells(), *(path.read_text() for path in sorted(ROOT.glob("[tb]e*/*.py")))]
+    reads = re.compile(r"""(?:getenv\(|environ\.get\(|environ\[)\s*["'](IMGSIM_\w+)["']""")
+    found = {variable for source in sources for variable in reads.findall(source)}
+    return found | {parameter.variable for parameter in notebook_parameters().values()}
+
+
+def missing_from_imgsim(dotted: str) -> str | None:
+    """Why `imgsim.a.b...` names nothing (the longest importable module, then attributes), or None if it exists."""
+    parts = dotted.split(".")
+    for end in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:end]))
+        except ModuleNotFoundError:
+            continue
+        for depth, attribute in enumerate(parts[end:], end):
+            if not hasattr(found, attribute):
+                return f"{'.'.join(parts[:depth])} has no {attribute}"
+            found = getattr(found, attribute)
+        return None
+    return "no such module"
+
+
+def stale_names(markdown: str, known_variables: set[str], root: Path = ROOT) -> list[str]:
+    """Each line's IMGSIM_* variable nothing reads, imgsim/<module>.py file that is not there, and dotted
+    imgsim.<module>.<name> (or `from imgsim.<module> import <name>`) that does not exist: "line N: what"."""
+    stale = []
+    for number, line in enumerate(markdown.splitlines(), 1):
+        for variable in sorted(set(re.findall(r"\bIMGSIM_[A-Z0-9_]*[A-Z0-9]", line)) - known_variables):
+            stale.append(f"line {number}: {variable} is read by nothing (not a parameter of the notebook)")
+        for path in re.findall(r"\bimgsim/[\w/]+\.py\b", line):
+            if not (root / path).is_file():
+                stale.append(f"line {number}: {path} does not exist")
+        imported = [
+            f"{module}.{name}"
+            for module, names in re.findall(r"from (imgsim[\w.]*) import ([\w, ]+)", line)
+            for name in re.findall(r"\w+", names)
+        ]
+        for dotted in [*re.findall(r"(?<![\w/.-])imgsim(?:\.[A-Za-z_]\w*)+", line), *imported]:
+            if why := missing_from_imgsim(dotted):
+                stale.append(f"line {number}: {dotted}: {why}")
+    return stale
+
+
+@pytest.mark.parametrize("path", [*PAGES, NOTEBOOK], ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_setting_module_and_function_the_docs_name_exists(path):
+    stale = stale_names(markdown_of(path), variables_read())
+    assert stale == [], f"{path.relative_to(ROOT)} names what no longer exists:\n" + "\n".join(stale)
+
+
+def test_the_name_check_finds_a_removed_setting_module_and_function():
+    page = (
+        "Set `IMGSIM_TOP_K=3`, or `IMGSIM_COMPILE=on` to compile.\n"
+        "The threshold: `imgsim/calibration.py`, `imgsim.calibration.calibrate(...)`; `imgsim/nothing.py`.\n"
+        "`python -m imgsim.tidy undo`, `imgsim.tidy.undo_everything()`, `imgsim.nothing`.\n"
+        "```python\nfrom imgsim.store import connect, SERVER_SEARCH, SERVER_FLOAT32\n```\n"
+    )
+    assert stale_names(page, {"IMGSIM_TOP_K"}) == [
+        "line 1: IMGSIM_COMPILE is read by nothing (not a parameter of the notebook)",
+        "line 2: imgsim/nothing.py does not exist",
+        "line 3: imgsim.tidy.undo_everything: imgsim.tidy has no undo_everything",
+        "line 3: imgsim.nothing: imgsim has no nothing",
+        "line 5: imgsim.store.SERVER_FLOAT32: imgsim.store has no SERVER_FLOAT32",
+    ]
 
 
 def test_the_readme_and_each_topic_page_link_to_each_other():

@@ -131,7 +131,7 @@ def test_no_removed_or_deprecated_api_is_used():
 
 def readme_run_command() -> str:
     quick_start = (ROOT / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    line = next(line for line in quick_start.splitlines() if line.startswith("jupyter "))
+    line = next(line for line in quick_start.splitlines() if line.startswith("jupyter nbconvert "))
     return line.split("#", 1)[0].strip()
 
 
