@@ -154,14 +154,15 @@ class NearDuplicates:
         )  # fmt: skip
         return cls(calibration, Pictures.in_folder(folder), neighbours.mean)
 
-    def candidates(self, neighbours) -> tuple[dict[tuple[str, str], float], np.ndarray]:
+    def candidates(self, neighbours, progress: bool) -> tuple[dict[tuple[str, str], float], np.ndarray]:
         """Candidate pairs with their centred scores, from both sources, and each image's nearest score."""
         above, nearest = neighbours.pairs_above(self.calibration.candidate_floor)
         scored = {tuple(sorted((a, b))): score for a, b, score in above}
         for key, others in zip(neighbours.keys, neighbours.nearest_to_stored(neighbours.keys, NEAREST), strict=True):
             scored.update({tuple(sorted((key, other))): score for other, score in others})
         keys = neighbours.keys
-        list(tqdm(self.pictures.prefetch(keys), total=len(keys), unit="img", desc="reading pictures"))
+        reading = self.pictures.prefetch(keys)
+        list(tqdm(reading, total=len(keys), unit="img", desc="reading pictures", disable=not progress))
         signatures = np.stack([self.signature_of(key) for key in keys]) if keys else np.zeros((0, 1, 1))
         by_signature = nearest_by_signature(keys, signatures, NEAREST) - scored.keys()
         if by_signature:
@@ -195,7 +196,7 @@ class NearDuplicates:
     def find(self, neighbours, stored: dict[str, dict], exact_groups: list[list[str]], progress=True) -> Findings:
         """The collection's near-duplicate groups, each around the image to keep (`keepers_first`)."""
         started = time.perf_counter()
-        candidates, nearest = self.candidates(neighbours)
+        candidates, nearest = self.candidates(neighbours, progress)
         decisions = self.decide(candidates, "checking pairs" if progress else None)
         pairs = [(d.a, d.b, d.score) for d in decisions if d.near_duplicate]
         groups = duplicate_groups(keepers_first(stored), pairs, exact_groups)
