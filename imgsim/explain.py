@@ -81,7 +81,8 @@ def explain_pair(first: np.ndarray, second: np.ndarray, grid: tuple[int, int], m
 def upsampled(grid_map: np.ndarray, side: int) -> np.ndarray:
     """A map of places smoothly enlarged to side x side pixels (bilinear), for drawing over the model's input."""
     values = torch.from_numpy(np.ascontiguousarray(grid_map, dtype=np.float32))[None, None]
-    return torch.nn.functional.interpolate(values, size=(side, side), mode="bilinear", align_corners=False)[0, 0].numpy()
+    enlarged = torch.nn.functional.interpolate(values, size=(side, side), mode="bilinear", align_corners=False)
+    return enlarged[0, 0].numpy()
 
 
 def read_for_model(source: Path | bytes, preprocess, name: Path | None = None) -> LoadedImage:

@@ -82,7 +82,7 @@ def export_onnx(model: torch.nn.Module, side: int, path: Path) -> None:
             warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
             warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
             torch.onnx.export(
-                FeaturesAndMap(model).train(model.training),  # the exporter restores the wrapper's mode, and the model's
+                FeaturesAndMap(model).train(model.training),  # the exporter restores the wrapper's mode after
                 (example,),
                 str(partial_file),
                 input_names=["pixels"],

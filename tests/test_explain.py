@@ -72,7 +72,8 @@ def test_the_pasted_picture_is_where_the_larger_image_agrees_with_it(trained_ext
     for picture in pictures:
         canvases.append(Image.new("RGB", (canvas_side, canvas_side), (128, 128, 128)))
         canvases[-1].paste(picture, (0, 0))
-    images = [decode_image(jpeg_bytes(image), Path(f"{n}.jpg"), preprocess) for n, image in enumerate(pictures + canvases)]
+    drawn = pictures + canvases
+    images = [decode_image(jpeg_bytes(image), Path(f"{n}.jpg"), preprocess) for n, image in enumerate(drawn)]
     mean = embed_images(model, images, preprocess, CPU).mean(axis=0)  # the collection: pictures and canvases
     # the canvas as the model sees it: resized to 232 pixels, centre-cropped to 224 (4 pixels off each side)
     inside = round(side * preprocess.resize_size[0] / canvas_side) - 4
