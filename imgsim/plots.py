@@ -285,7 +285,8 @@ def plot_why(images, explanations, query_title: str, titles: list[str], caption:
     partners_limit = shared_limit(partners)
     side, grid = query.pixels.shape[-1], explanations[0].grid
     centre_of_place = ((place[1] + 0.5) * side / grid[1], (place[0] + 0.5) * side / grid[0])
-    fig, axes = plt.subplots(3, len(matches), figsize=(2.3 * len(matches), 7.6), squeeze=False, layout="constrained")
+    width = max(2.3 * len(matches), 6.0)  # room for the title above a single pair
+    fig, axes = plt.subplots(3, len(matches), figsize=(width, 7.6), squeeze=False, layout="constrained")
     for column, (match, explanation, title) in enumerate(zip(matches, explanations, titles, strict=True)):
         top, middle, bottom = axes[:, column]
         centred = explanation.centred
