@@ -13,6 +13,7 @@ from PIL import Image
 from imgsim.embedding import embed_file, embed_images
 from imgsim.explain import Explainer, upsampled
 from imgsim.model import feature_extractor
+from imgsim.plots import Figures
 from imgsim.reading import decode_image
 from imgsim.runtime import OnnxRuntimeModel, onnx_file, onnx_runtime_model
 from imgsim.scoring import centre
@@ -89,3 +90,14 @@ def test_the_pasted_picture_is_where_the_larger_image_agrees_with_it(trained_ext
             shares[kind].append(positive[pasted].sum() / positive.sum())
     assert min(shares["centred"]) >= 0.7, shares
     assert np.median(shares["plain"]) > pasted.mean(), "plain cosine leans to the paste too, less clearly"
+
+
+def test_the_groups_picture_shows_each_member_beside_the_kept_image_under_their_maps(random_resnet18, tmp_path):
+    model, preprocess, _, _ = random_resnet18
+    keys = [save_picture(tmp_path / f"picture_{seed}.jpg", seed).name for seed in range(5)]
+    figures = Figures(tmp_path / "figures", image_dir=tmp_path)
+    explainer = Explainer(model, preprocess, CPU)
+    vectors = np.stack([embed_file(tmp_path / key, model, preprocess, CPU) for key in keys])
+    figures.duplicate_groups([keys[:3], keys[3:]], centred_of=None, explainer=explainer, mean=vectors.mean(axis=0))
+    width, height = Image.open(figures.saved["duplicate_groups"]).size
+    assert width > height, "two rows: the larger group's two members, each beside the kept image, make 4 columns"
