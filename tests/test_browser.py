@@ -262,7 +262,7 @@ def test_a_screenshot_of_the_panel_on_the_shared_photos_with_trained_weights(tmp
     screenshot = tmp_path / "search_panel.png"
     with JupyterServer("JupyterLab 4", root, tmp_path / "jupyter", settings) as server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page = browser.new_page(viewport={"width": 1280, "height": 2400})  # tall enough for the maps under the cards
         panel = open_notebook_and_run_all(page, server, run_ms=1_800_000)
         panel.locator("input[type=text]").fill(SCREENSHOT_QUERY)
         panel.locator("input[type=text]").press("Enter")
