@@ -109,6 +109,12 @@ def build_resnet(model_name: str, weights: str | Path):
     return model, chosen.transforms(), str(chosen).split(".")[-1]
 
 
+def last_feature_map(resnet: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """What a torchvision ResNet's average pool averages: its last feature map, channels x 7 x 7 at 224 px."""
+    stem = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(batch))))
+    return resnet.layer4(resnet.layer3(resnet.layer2(resnet.layer1(stem))))
+
+
 def feature_extractor(model_name: str, weights: str | Path, device: torch.device):
     """The ResNet without its classification head, ready for inference: (model, preprocess, weights id, size)."""
     model, preprocess, weights_id = build_resnet(model_name, weights)

@@ -10,7 +10,8 @@ memory by the same robust reading as the folder's files and is never written any
 collection, not to disk, and its button is replaced once it is read, so its bytes do not linger in
 widget state. "More like this" and "less like this" gather stored images as the examples of a recommend
 query, with the query image as the first positive one. `Search` and `run_search` are the search itself,
-without widgets, so tests can check it without a browser.
+without widgets, so tests can check it without a browser. With an `Explainer`, a "why?" toggle shows under
+each result where the query and that result agree: their heat maps (`imgsim.explain`), which sum to the score.
 """
 
 import functools
@@ -21,10 +22,13 @@ from html import escape
 from pathlib import Path
 
 import ipywidgets as widgets
+from PIL import Image
 from qdrant_client import QdrantClient, models
 
+from imgsim.explain import Explainer
 from imgsim.files import IMAGE_EXTENSIONS
 from imgsim.near_duplicates import NearDuplicates
+from imgsim.plots import heat_overlay, shared_limit
 from imgsim.reading import describe_failure, thumbnail
 from imgsim.store import point_id
 
@@ -58,7 +62,7 @@ class Query:
     key: str | None = None
     vector: list[float] | None = None
     sha256: str | None = None  # of a new image's bytes, to tell an identical file
-    data: bytes | None = None  # a new image's bytes, held in memory for the pixel check, never written
+    data: bytes | None = field(default=None, repr=False)  # a new image's bytes, held in memory, never written
 
     @property
     def example(self):
@@ -137,9 +141,19 @@ def picture(source: Path | bytes) -> widgets.Widget:
         image = thumbnail(source, THUMBNAIL_SIZE)
     except Exception as error:  # a file deleted or changed since indexing must not break the panel
         return widgets.HTML(f"<i>cannot show it: {escape(describe_failure(error))}</i>")
+    return jpeg_image(image)
+
+
+def jpeg_image(image: Image.Image) -> widgets.Image:
     jpeg = io.BytesIO()
     image.save(jpeg, "JPEG", quality=85)
     return widgets.Image(value=jpeg.getvalue(), format="jpeg")
+
+
+WHY_LEGEND = (
+    "why?: under each result, the query and the result as the model sees them (the centre crop), each under "
+    "its heat map: brighter places add more to the score, and each map sums to it (7 x 7 places)."
+)
 
 
 def code(text: str) -> str:
@@ -166,6 +180,7 @@ class SearchPanel:
     `embed_file` with its model, preprocessing and device.
     With `duplicates` (the notebook's near-duplicate rule), a new image (not a stored one) is said to be a
     duplicate of a stored image, or not, and why, by the rule that groups the collection.
+    With `explainer`, a "why?" toggle shows the heat maps of the query and each result.
     """
 
     def __init__(
@@ -177,10 +192,12 @@ class SearchPanel:
         top_k: int = 5,
         caption: str = "",
         duplicates: NearDuplicates | None = None,
+        explainer: Explainer | None = None,
     ):
         self.client_of, self.collection, self.image_dir, self.embed = client_of, collection, image_dir, embed
-        self.duplicates = duplicates
+        self.duplicates, self.explainer = duplicates, explainer
         self.search: Search | None = None
+        self.hits: list[models.ScoredPoint] = []
         random_button = widgets.Button(description="Random stored image", icon="random", layout={"width": "auto"})
         random_button.on_click(self.search_random_image)
         self.name_or_path = widgets.Text(
@@ -208,7 +225,11 @@ class SearchPanel:
         self.results = widgets.Box(layout={"flex_flow": "row wrap"})
         query_row = widgets.HBox([self.query_picture, widgets.VBox([self.examples, self.start_over_button])])
         weights = widgets.HTML("<small>" + "<br>".join(map(escape, caption.splitlines())) + "</small>")
-        options_row = widgets.HBox([self.limit, self.label])
+        self.why = widgets.ToggleButton(description="why?", icon="question", tooltip="where each result agrees")
+        self.why.observe(self.show_results_again, names="value")
+        if explainer is None:
+            self.why.layout.display = "none"
+        options_row = widgets.HBox([self.limit, self.label, self.why])
         self.widget = widgets.VBox([self.query_sources, options_row, weights, self.message, query_row, self.results])
         self.widget.add_class("imgsim-panel")
         self.say(
@@ -329,10 +350,10 @@ class SearchPanel:
 
     def show(self, search: Search, query_picture: widgets.Widget | None = None) -> None:
         hits = run_search(self.client_of(), self.collection, search)
-        self.search = search
+        self.search, self.hits = search, hits
         if query_picture:
             self.query_picture.children = [query_picture]
-        self.results.children = [self.result_card(rank, hit) for rank, hit in enumerate(hits, 1)]
+        self.show_results()
         has_examples = bool(search.more_like or search.less_like)
         self.start_over_button.disabled = not has_examples
         lines = [f"query: {code(search.query.name)}"]
@@ -349,7 +370,39 @@ class SearchPanel:
             verdict = self.duplicates.judge(self.client_of(), self.collection, query.vector, query.sha256, query.data)
             self.message.value += f"<br><b>{escape(verdict)}</b>"
 
-    def result_card(self, rank: int, hit: models.ScoredPoint) -> widgets.VBox:
+    @shows_errors
+    def show_results_again(self, _change=None) -> None:
+        if self.search:
+            self.show_results()
+
+    def show_results(self) -> None:
+        """The result cards, with each one's heat maps while "why?" is on."""
+        maps = self.heat_maps(self.hits) if self.why.value and self.hits else [None] * len(self.hits)
+        cards = enumerate(zip(self.hits, maps, strict=True), 1)
+        self.results.children = [self.result_card(rank, hit, why) for rank, (hit, why) in cards]
+
+    def heat_maps(self, hits: list[models.ScoredPoint]) -> list[list[widgets.Widget]]:
+        """For each hit, the query and the hit as the model sees them, each under its map of their score."""
+        query = self.search.query
+        source = self.image_dir / query.key if query.key else query.data or Path(query.name)
+        paths = [self.image_dir / hit.payload["path"] for hit in hits]
+        images, explanations = self.explainer.explain_files(source, paths, name=Path(query.name))
+        limit = shared_limit([e.first_map for e in explanations] + [e.second_map for e in explanations])
+
+        def heat_picture(pixels, grid_map) -> widgets.Image:
+            overlay = Image.fromarray(heat_overlay(pixels, grid_map, limit, centred=False))
+            return jpeg_image(overlay.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE)))
+
+        return [
+            [
+                widgets.HTML(f"<small>why: the query's part of {explanation.score:.4f}, then this one's</small>"),
+                heat_picture(images[0].pixels, explanation.first_map),
+                heat_picture(image.pixels, explanation.second_map),
+            ]
+            for image, explanation in zip(images[1:], explanations, strict=True)
+        ]
+
+    def result_card(self, rank: int, hit: models.ScoredPoint, why: list[widgets.Widget] | None = None) -> widgets.VBox:
         key = hit.payload["path"]
         text = widgets.HTML(
             f"{rank}. score {hit.score:.4f}<br>label: {escape(hit.payload.get('label') or '(none)')}<br>{code(key)}"
@@ -358,6 +411,8 @@ class SearchPanel:
         less = widgets.Button(description="less like this", icon="minus", layout={"width": "auto"})
         more.on_click(lambda _: self.refine(key, more=True))
         less.on_click(lambda _: self.refine(key, more=False))
-        card = widgets.VBox([picture(self.image_dir / key), text, more, less], layout=CARD)
+        maps = widgets.VBox(why or [])
+        maps.add_class("imgsim-why")
+        card = widgets.VBox([picture(self.image_dir / key), text, more, less, *([maps] if why else [])], layout=CARD)
         card.add_class("imgsim-result")
         return card

@@ -1,4 +1,5 @@
-"""The pictures: query results, galleries, score histograms, duplicate groups, metrics and the PCA map.
+"""The pictures: query results and why they match, galleries, score histograms, duplicate groups, metrics and
+the PCA map.
 
 Every figure is titled with the model and weights that made it, and with random weights it says that
 its scores and rankings are not semantic. `Figures` draws each picture the notebook shows (one method per
@@ -18,6 +19,7 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from torchvision.transforms import functional as TF
 
 from imgsim.calibration import NEIGHBOURS_LOOKED_AT
+from imgsim.explain import upsampled
 from imgsim.ideas import plot_graph_search, plot_similarity
 from imgsim.reading import load_image, thumbnail
 
@@ -67,12 +69,25 @@ class Figures:
         """Query results, one row per query given as (query path, title, hits); `save`'s options go to `save`."""
         self.save(name, plot_result_rows(rows, self.image_dir, self.caption), **save)
 
+    def why_they_match(self, explainer, row, name: str = "query_why") -> None:
+        """The heat maps of one row of results, given as (query path, title, hits): see `plot_why`."""
+        query_path, query_title, hits = row
+        match_paths = [self.image_dir / hit.payload["path"] for hit in hits]
+        images, explanations = explainer.explain_files(query_path, match_paths)
+        titles = [f"{hit.score:.3f} {hit.payload['label'] or ''}\n{shorten(hit.payload['path'], 24)}" for hit in hits]
+        self.save(name, plot_why(images, explanations, shorten(query_title, 24), titles, self.caption))
+
     def duplicate_scores(self, nearest, calibration) -> None:
         self.save("duplicate_scores", plot_score_histogram(nearest, calibration, self.caption), dpi=90)
 
-    def duplicate_groups(self, groups: list[list[str]], centred_of) -> None:
-        """The first groups, each keeper first, titled KEEP and the others remove."""
-        self.save("duplicate_groups", plot_groups(groups, self.image_dir, centred_of, self.caption, keeper_first=True))
+    def duplicate_groups(self, groups: list[list[str]], centred_of, explainer=None, mean=None) -> None:
+        """The first groups, each keeper first, titled KEEP and the others remove; with an `explainer` and the
+        collection's `mean`, drawn with where the kept image and each other one agree (`plot_groups_explained`)."""
+        if explainer is None:
+            fig = plot_groups(groups, self.image_dir, centred_of, self.caption, keeper_first=True)
+        else:
+            fig = plot_groups_explained(groups, self.image_dir, explainer, mean, self.caption)
+        self.save("duplicate_groups", fig)
 
     def metrics(self, metrics: dict) -> None:
         self.save("metrics", plot_metrics(metrics, self.caption), dpi=90)
@@ -226,4 +241,97 @@ def plot_embedding_map(coordinates, keys, labels, folder: Path, caption: str, th
     ax.set_xlabel("first principal component")
     ax.set_ylabel("second principal component")
     ax.set_title(caption, fontsize=9)
+    return fig
+
+
+def heat_overlay(pixels, grid_map: np.ndarray, limit: float, centred: bool) -> np.ndarray:
+    """The model's input (3 x side x side 8-bit pixels) under a heat map of its places, as side x side x 3 pixels.
+
+    Plain maps (never negative) go from the picture itself, at zero, to bright yellow at `limit`; centred ones
+    from blue (takes away from the score) through the picture to red (adds to it), at -`limit` and `limit`.
+    """
+    picture = pixels.permute(1, 2, 0).numpy().astype(np.float32) / 255
+    values = upsampled(grid_map, picture.shape[0]) / limit
+    if centred:
+        colours = plt.colormaps["RdBu_r"]((np.clip(values, -1, 1) + 1) / 2)[..., :3]
+    else:
+        colours = plt.colormaps["inferno"](np.clip(values, 0, 1))[..., :3]
+    weight = 0.8 * np.clip(np.abs(values), 0, 1)[..., None]
+    return np.round(255 * ((1 - weight) * picture + weight * colours)).astype(np.uint8)
+
+
+def shared_limit(maps) -> float:
+    """One colour scale for maps drawn side by side, so that equal colours mean equal parts of a score."""
+    return max(float(np.abs(grid_map).max()) for grid_map in maps) or 1.0
+
+
+def strongest_place(maps) -> tuple[int, int]:
+    """The place (row, column) that adds the most to the scores of all `maps` together."""
+    total = np.sum(maps, axis=0)
+    return tuple(int(i) for i in np.unravel_index(np.argmax(total), total.shape))
+
+
+def plot_why(images, explanations, query_title: str, titles: list[str], caption: str):
+    """Why each match matches the query: one column per match.
+
+    Top row: the query as the model sees it, under its map for that match (what each of its places adds to the
+    score); middle: the match under its own map; bottom: where in the match the query's strongest place (the
+    ring) finds its partners. `images` are the query, then the matches (as `Explainer.explain_files` gives them).
+    """
+    query, matches = images[0], images[1:]
+    limit = shared_limit([e.first_map for e in explanations] + [e.second_map for e in explanations])
+    place = strongest_place([e.first_map for e in explanations])
+    partners = [e.partners_of(place) for e in explanations]
+    partners_limit = shared_limit(partners)
+    side, grid = query.pixels.shape[-1], explanations[0].grid
+    centre_of_place = ((place[1] + 0.5) * side / grid[1], (place[0] + 0.5) * side / grid[0])
+    width = max(2.3 * len(matches), 6.0)  # room for the title above a single pair
+    fig, axes = plt.subplots(3, len(matches), figsize=(width, 7.6), squeeze=False, layout="constrained")
+    for column, (match, explanation, title) in enumerate(zip(matches, explanations, titles, strict=True)):
+        top, middle, bottom = axes[:, column]
+        centred = explanation.centred
+        top.imshow(heat_overlay(query.pixels, explanation.first_map, limit, centred))
+        top.add_patch(plt.Circle(centre_of_place, side / grid[0] / 2, fill=False, color="white", linewidth=1.5))
+        top.set_title(f"QUERY {query_title}\nits part of {explanation.score:.3f}", fontsize=7)
+        middle.imshow(heat_overlay(match.pixels, explanation.second_map, limit, centred))
+        middle.set_title(title, fontsize=7)
+        bottom.imshow(heat_overlay(match.pixels, partners[column], partners_limit, centred))
+        bottom.set_title("partners of the ringed place", fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    kind = "centred cosine" if explanations[0].centred else "cosine"
+    fig.suptitle(
+        f"{caption}\nwhy they match: each map sums to the {kind} (brighter: more of it), 7 x 7 places",
+        fontsize=9,
+    )
+    return fig
+
+
+def plot_groups_explained(groups, folder: Path, explainer, mean, caption: str, max_rows: int = 4, members: int = 3):
+    """One row per group: for each of its first `members` others, the kept image and that one, each under its map
+    of their centred score (red: the places that agree; blue: those that pull the score down)."""
+    if not groups:
+        print("no duplicate groups to show")
+        return None
+    rows = []
+    for group in groups[:max_rows]:
+        shown = group[: members + 1]
+        images, explanations = explainer.explain_files(folder / shown[0], [folder / key for key in shown[1:]], mean)
+        rows.append((shown, images, explanations))
+    limit = shared_limit([e.first_map for *_, es in rows for e in es] + [e.second_map for *_, es in rows for e in es])
+    columns = 2 * max(len(explanations) for *_, explanations in rows)
+    fig, axes = plt.subplots(
+        len(rows), columns, figsize=(1.9 * columns, 2.4 * len(rows) + 0.7), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for (shown, images, explanations), row in zip(rows, axes, strict=True):
+        for n, (key, image, explanation) in enumerate(zip(shown[1:], images[1:], explanations, strict=True)):
+            row[2 * n].imshow(heat_overlay(images[0].pixels, explanation.first_map, limit, centred=True))
+            row[2 * n].set_title(f"KEEP\n{shorten(shown[0], 22)}", fontsize=7)
+            row[2 * n + 1].imshow(heat_overlay(image.pixels, explanation.second_map, limit, centred=True))
+            row[2 * n + 1].set_title(f"remove {explanation.score:.3f}\n{shorten(key, 22)}", fontsize=7)
+    fig.suptitle(
+        f"{caption}\nwhere each pair agrees: its maps sum to its centred score (red adds, blue takes away)", fontsize=9
+    )
     return fig

@@ -10,6 +10,11 @@ The exported file is cached beside the run report, named by model, weights id an
 re-run does not export again. Anything that goes wrong on the way (no onnxruntime, an export or a session
 that fails, vectors that differ from torch's) falls back to the torch model with a one-line printed
 reason: never silently.
+
+The exported graph has two outputs: the pooled features, and the last feature map they average, which
+`imgsim.explain` reads to show where two images' score comes from. A run that asks only for the features
+costs what a one-output graph would (the map is computed on the way to the features anyway; measured in
+docs/explaining-similarity.md), and explaining a few images needs no second model.
 """
 
 import importlib.util
@@ -20,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from imgsim.model import last_feature_map
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
 AGREEMENT_TOLERANCE = 1e-4  # the largest difference allowed between ONNX Runtime's unit vectors and torch's
@@ -41,13 +48,28 @@ def runtime_decision(setting: str, device: torch.device, precision: str = "float
 
 
 def onnx_file(folder: Path, model_name: str, weights_id: str, side: int) -> Path:
-    """Where the exported model is cached: one file per model, weights id and input size."""
+    """Where the exported model is cached: one file per model, weights id and input size ("with-map": the export
+    gives the feature map too, so an older file of the features alone is not taken for it)."""
     weights = re.sub(r"[^A-Za-z0-9.]+", "-", weights_id).strip("-")
-    return Path(folder) / f"{model_name}-{weights}-{side}px.onnx"
+    return Path(folder) / f"{model_name}-{weights}-with-map-{side}px.onnx"
+
+
+class FeaturesAndMap(torch.nn.Module):
+    """A torchvision ResNet that gives its features (what `fc` makes of the average-pooled map: the pooled
+    vector itself once `fc` is `Identity`) and the last feature map they come from."""
+
+    def __init__(self, resnet: torch.nn.Module):
+        super().__init__()
+        self.resnet = resnet
+
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feature_map = last_feature_map(self.resnet, batch)
+        return self.resnet.fc(torch.flatten(self.resnet.avgpool(feature_map), 1)), feature_map
 
 
 def export_onnx(model: torch.nn.Module, side: int, path: Path) -> None:
-    """Write `model` as an ONNX graph taking float32 batches of any size of 3 x side x side pixels.
+    """Write `model` (a torchvision ResNet) as an ONNX graph taking float32 batches of any size of 3 x side x
+    side pixels, with two outputs: "features" and "feature_map" (see `FeaturesAndMap`).
 
     The TorchScript-based exporter (`dynamo=False`) needs only the `onnx` package; the newer one also
     needs `onnxscript`. The file appears whole or not at all (written aside, then renamed).
@@ -60,12 +82,12 @@ def export_onnx(model: torch.nn.Module, side: int, path: Path) -> None:
             warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
             warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
             torch.onnx.export(
-                model,
+                FeaturesAndMap(model).train(model.training),  # the exporter restores the wrapper's mode after
                 (example,),
                 str(partial_file),
                 input_names=["pixels"],
-                output_names=["features"],
-                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                output_names=["features", "feature_map"],
+                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}, "feature_map": {0: "batch"}},
                 dynamo=False,
             )
         os.replace(partial_file, path)
@@ -85,8 +107,15 @@ class OnnxRuntimeModel:
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.outputs("features", batch)
+
+    def feature_map(self, batch: torch.Tensor) -> torch.Tensor:
+        """The last feature map of each image of `batch`: n x channels x rows x columns."""
+        return self.outputs("feature_map", batch)
+
+    def outputs(self, name: str, batch: torch.Tensor) -> torch.Tensor:
         pixels = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run(["features"], {"pixels": pixels})[0])
+        return torch.from_numpy(self.session.run([name], {"pixels": pixels})[0])
 
     def __repr__(self) -> str:
         return f"OnnxRuntimeModel({self.path.name})"

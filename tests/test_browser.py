@@ -4,9 +4,11 @@ A Jupyter server on a free loopback port, with a random token and its own config
 settings folders, serves a copy of the notebook and `imgsim/`, so nothing in the repository changes. The
 kernel inherits the IMGSIM_* settings: random weights, a folder of drawn pictures, a temporary Qdrant
 folder and report. The test runs all cells, uploads files through the panel's button (the browser's file
-chooser), and reads the matches' file names in the page. With IMGSIM_SAVE_SCREENSHOT=1, JupyterLab's
-screenshot of the panel also replaces images/search_panel.png. Without /usr/bin/chromium or Playwright
-the test is skipped with the reason, except under CI=true, where it fails.
+chooser), reads the matches' file names in the page and opens the "why?" view of their heat maps. With
+IMGSIM_SAVE_SCREENSHOT=1 (and the shared photos and trained weights of tests/conftest.py), a second test runs
+the notebook on those photos in JupyterLab and saves the panel, its "why?" view open, as
+images/search_panel.png. Without /usr/bin/chromium or Playwright the tests are skipped with the reason, except
+under CI=true, where they fail.
 """
 
 import importlib.util
@@ -23,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import NOTEBOOK, ROOT, save_picture
+from conftest import NOTEBOOK, ROOT, SHARED_PHOTOS, save_picture
 from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -157,6 +159,26 @@ def choose_file(page, upload_button, path: Path) -> None:
     chooser.value.set_files(str(path))
 
 
+def open_notebook_and_run_all(page, server: JupyterServer, run_ms: int = NOTEBOOK_RUN_MS):
+    """The notebook's page with every cell run, and its search panel once it shows."""
+    page.set_default_timeout(PAGE_MS)
+    page.on("dialog", lambda dialog: dialog.dismiss())
+    page.goto(server.notebook_url)
+    page.wait_for_function(KERNEL_IDLE, polling=250)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    panel = page.locator(".imgsim-panel")
+    from playwright.sync_api import expect
+
+    expect(panel.locator(".widget-upload")).to_be_visible(timeout=run_ms)
+    return panel
+
+
+def serve_a_copy(root: Path) -> None:
+    """The notebook and `imgsim/` copied into `root`, for a server whose browser must change nothing here."""
+    shutil.copytree(ROOT / "imgsim", root / "imgsim", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(NOTEBOOK, root)
+
+
 def make_pictures(folder: Path) -> None:
     for label, seeds in {"circles": range(0, 5), "squares": range(5, 10), "stripes": range(10, 14)}.items():
         for seed in seeds:
@@ -175,8 +197,7 @@ def test_the_search_panel_finds_an_uploaded_copy_in_a_real_browser(front_end, tm
     (uploads / "notes.jpg").write_text("these are notes, not a picture")
     (uploads / "too big.jpg").write_bytes(bytes(10_200_000))  # over the panel's 10 MB, under Jupyter's 10 MiB
     root = tmp_path / "served"
-    shutil.copytree(ROOT / "imgsim", root / "imgsim", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(NOTEBOOK, root)
+    serve_a_copy(root)
     served_notebook = (root / NOTEBOOK.name).read_bytes()
     settings = {"IMAGE_DIR": str(tmp_path / "images"), "WEIGHTS": "none", "MODEL": "resnet18", "TOP_K": "5"}
     settings |= {"QDRANT_PATH": str(tmp_path / "qdrant"), "REPORT": str(tmp_path / "report/run_report.json")}
@@ -185,14 +206,8 @@ def test_the_search_panel_finds_an_uploaded_copy_in_a_real_browser(front_end, tm
     with JupyterServer(front_end, root, tmp_path / "jupyter", settings) as server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(PAGE_MS)
-        page.on("dialog", lambda dialog: dialog.dismiss())
-        page.goto(server.notebook_url)
-        page.wait_for_function(KERNEL_IDLE, polling=250)
-        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        panel = page.locator(".imgsim-panel")
+        panel = open_notebook_and_run_all(page, server)
         upload_button = panel.locator(".widget-upload")
-        expect(upload_button).to_be_visible(timeout=NOTEBOOK_RUN_MS)
 
         choose_file(page, upload_button, uploads / "my photo.jpg")
 
@@ -208,6 +223,11 @@ def test_the_search_panel_finds_an_uploaded_copy_in_a_real_browser(front_end, tm
         expect(panel).to_contain_text(f"more like: {second}")
         expect(panel).to_contain_text("recommend query")
         expect(results.locator("code", has_text=second)).to_have_count(0)
+        expect(panel.locator(".imgsim-why")).to_have_count(0)
+        panel.get_by_role("button", name="why?").click()
+        expect(panel.locator(".imgsim-why img")).to_have_count(2 * 5)  # the query's map and the result's, for each
+        expect(results.first.locator(".imgsim-why img").last).to_be_visible()
+        expect(results.first).to_contain_text("why: the query's part of")
         panel.screenshot(path=str(screenshot))
 
         choose_file(page, upload_button, uploads / "notes.jpg")
@@ -221,5 +241,34 @@ def test_the_search_panel_finds_an_uploaded_copy_in_a_real_browser(front_end, tm
 
     assert (root / NOTEBOOK.name).read_bytes() == served_notebook, "the browser must not save the notebook"
     assert Image.open(screenshot).width > 600
-    if front_end == "JupyterLab 4" and os.environ.get("IMGSIM_SAVE_SCREENSHOT") == "1":
-        shutil.copy(screenshot, ROOT / "images" / "search_panel.png")
+
+
+SCREENSHOT_QUERY = "dress/009b3c31-fb62-45c0-be9a-37a5c238cb88.jpg"  # the README's query: a navy dress
+
+
+def test_a_screenshot_of_the_panel_on_the_shared_photos_with_trained_weights(tmp_path, trained_weights):
+    """images/search_panel.png: the panel on the 1,000 shared photos with the trained weights, "why?" open."""
+    if os.environ.get("IMGSIM_SAVE_SCREENSHOT") != "1":
+        pytest.skip("makes images/search_panel.png only when IMGSIM_SAVE_SCREENSHOT=1")
+    if not SHARED_PHOTOS.is_dir():
+        pytest.skip(f"{SHARED_PHOTOS} is not there")
+    require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    root = tmp_path / "served"
+    serve_a_copy(root)
+    settings = {"IMAGE_DIR": str(SHARED_PHOTOS), "WEIGHTS": str(trained_weights), "PLANT_DUPLICATES": "60"}
+    settings |= {"QDRANT_PATH": str(tmp_path / "qdrant"), "REPORT": str(tmp_path / "report/run_report.json")}
+    screenshot = tmp_path / "search_panel.png"
+    with JupyterServer("JupyterLab 4", root, tmp_path / "jupyter", settings) as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 2400})  # tall enough for the maps under the cards
+        panel = open_notebook_and_run_all(page, server, run_ms=1_800_000)
+        panel.locator("input[type=text]").fill(SCREENSHOT_QUERY)
+        panel.locator("input[type=text]").press("Enter")
+        expect(panel).to_contain_text(f"query: {SCREENSHOT_QUERY}")
+        panel.get_by_role("button", name="why?").click()
+        expect(panel.locator(".imgsim-why img")).to_have_count(2 * 5)
+        panel.screenshot(path=str(screenshot), type="jpeg", quality=80)
+        browser.close()
+    shutil.copy(screenshot, ROOT / "images" / "search_panel.jpg")

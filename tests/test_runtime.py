@@ -52,7 +52,7 @@ def test_onnx_runtime_embeds_drawn_images_as_torch_does_and_a_second_call_reuses
     model, preprocess, weights_id = small_model
     paths = [save_picture(tmp_path / "images" / f"{seed}.png", seed) for seed in range(12)]
     path = onnx_file(tmp_path / "models", "resnet18", weights_id, preprocess.crop_size[0])
-    assert path.name == "resnet18-none-random-seed-0-224px.onnx"
+    assert path.name == "resnet18-none-random-seed-0-with-map-224px.onnx"
     exports = []
 
     def counted_export(*args):
