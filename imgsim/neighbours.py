@@ -24,6 +24,7 @@ from imgsim.duplicates import similar_pairs
 from imgsim.metrics import principal_components, ranking_metrics, retrieval_metrics
 from imgsim.scoring import centre, score_blocks, top_columns
 from imgsim.store import all_points, fetch_vectors, point_id
+from imgsim.timing import timed
 
 QUERY_BATCH = 64  # queries per query_batch_points call
 CANDIDATES = 3  # Qdrant is asked for this many times the neighbours needed, then they are re-scored centred
@@ -48,6 +49,7 @@ class NeighbourSource:
         """Vectors made like the stored ones: minus the collection's mean, unit length again."""
         return centre(vectors, self.mean)
 
+    @timed("duplicates")
     def pairs_above(self, threshold: float | None) -> tuple[list[tuple[str, str, float]], np.ndarray]:
         """Pairs (path, path, centred score) at or above `threshold` (none for None), and every image's nearest
         score. The calibration scans at its lowest threshold first; the grouping's higher threshold then only
@@ -218,6 +220,7 @@ def batched(items, size: int):
         yield batch
 
 
+@timed("duplicates")
 def open_neighbours(source: str, client, collection: str):
     """The neighbour source named `source` ("numpy" or "qdrant") for `collection`."""
     if source == "qdrant":

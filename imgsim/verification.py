@@ -26,6 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from imgsim.reading import open_image
+from imgsim.timing import timed
 
 FEATURE_SIDE = 320  # the longer side, in pixels, at which keypoints are found
 KEYPOINTS = 500  # the most ORB keypoints kept per image
@@ -109,6 +110,7 @@ class PairCheck:
             return "matched"
         return "different" if min(len(first[0]), len(second[0])) >= FEWEST_KEYPOINTS else "cannot tell"
 
+    @timed("duplicates")
     def confirmed(self, candidates, threshold: float | None, progress: str | None = None) -> list[tuple]:
         """The candidate pairs (key, key, score) that are near-duplicates: matched, or, where the check cannot
         tell, scoring at or above the score that best splits the pairs it could tell (`split_score`), or above
