@@ -7,7 +7,7 @@ with the settings the environment gives (IMGSIM_*, as any run takes them), so th
 paths a reader's own run shows (data/images, data/qdrant). It starts only where no earlier run left its
 collection or caches (the outputs show a first run). It strips the widgets' saved state and the outputs
 that only show a widget (progress bars, the search panel: a viewer shows nothing of them), and records in
-the notebook's metadata a hash of the code cells' sources and the settings it ran with. `stale_outputs`
+the notebook's metadata a hash of the code cells' sources and the parameters it ran with. `stale_outputs`
 lists what no longer fits: the test of the committed notebook calls it.
 """
 
@@ -16,6 +16,11 @@ import json
 import os
 import sys
 from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from imgsim.settings import PARAMETERS, check_parameters, variable_of
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "image-similarity-vector-db.ipynb"
@@ -76,11 +81,6 @@ def parameters(notebook) -> dict:
 
 def remake(path: Path = NOTEBOOK) -> None:
     """Execute the notebook at `path` in place, in a fresh kernel in its folder; see the module's docstring."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    from imgsim.settings import check_parameters
-
     notebook = nbformat.read(path, as_version=4)
     settings = check_parameters(parameters(notebook))
     if left := earlier_run(settings):
@@ -91,7 +91,8 @@ def remake(path: Path = NOTEBOOK) -> None:
     for cell in notebook.cells:
         if cell.cell_type == "code":
             cell.outputs = [output for output in cell.outputs if WIDGET not in output.get("data", {})]
-    given = {name: value for name, value in sorted(os.environ.items()) if name.startswith("IMGSIM_")}
+    variables = sorted(variable_of(name) for name in PARAMETERS if name != "QDRANT_API_KEY")  # never the key
+    given = {variable: os.environ[variable] for variable in variables if variable in os.environ}
     notebook.metadata[RECORD] = {"code_sha256": code_hash(notebook), "settings": given}
     nbformat.write(notebook, path)
     problems = stale_outputs(path)
