@@ -76,12 +76,19 @@ from imgsim.model import RESNETS, default_batch_size, pick_device
 from imgsim.neighbours import CANDIDATES, NEAREST_LOOKED_AT_FOR_PAIRS, QUERY_BATCH
 from imgsim.reading import LoadedImage, decode_image, load_image, normalise_pixels, open_image
 from imgsim.scoring import centre, score_blocks, top_columns
-from imgsim.store import INT8_QUANTIZATION, INT8_SEARCH, SERVER_COLLECTION, SERVER_UPLOAD, image_points
+from imgsim.store import (
+    INT8_QUANTIZATION,
+    INT8_SEARCH,
+    SERVER_COLLECTION,
+    SERVER_UPLOAD,
+    SERVER_VECTORS,
+    image_points,
+)
 
 CACHE_DIR = ROOT / "data" / "benchmark_cache"
 TOP_K = 10
-# The notebook's collection on a server: DOT on unit vectors, vectors on disk (its cell passes on_disk=server).
-NOTEBOOK_VECTORS = {"distance": models.Distance.DOT, "on_disk": True}
+# The notebook's collection on a server: DOT on unit vectors, and what ServerClient adds (vectors on disk).
+NOTEBOOK_VECTORS = {"distance": models.Distance.DOT} | SERVER_VECTORS
 # Server defaults that the edge classes need spelled out (qdrant-client leaves them to the server).
 SERVER_DEFAULTS = {"hnsw_config": {"full_scan_threshold": 10_000}}  # KB, Qdrant's default
 # store.py's server default: int8 scalar quantization in RAM, every query rescored (SERVER_SEARCH).

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 import torchvision
 
+from imgsim.timing import timed
+
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
@@ -76,6 +78,7 @@ def load_backbone(model: torch.nn.Module, path: Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
+@timed("load_model")
 def build_resnet(model_name: str, weights: str | Path):
     """The ResNet with its weights, the weights' preprocessing, and a short id of the weights used.
 
@@ -92,7 +95,7 @@ def build_resnet(model_name: str, weights: str | Path):
         warnings.warn(
             "IMGSIM_WEIGHTS=none: the model is randomly initialised (seed 0). Its vectors are NOT "
             "semantic: scores and rankings show how the pipeline works, not which images look alike.",
-            stacklevel=2,
+            stacklevel=3,  # the caller, past the `timed` wrapper
         )
         torch.manual_seed(0)
         return torchvision.models.get_model(model_name, weights=None), preprocess, "none (random, seed 0)"

@@ -30,6 +30,7 @@ from imgsim.calibration import Calibration, calibrate
 from imgsim.duplicates import duplicate_groups, keepers_first
 from imgsim.scoring import centre
 from imgsim.store import point_id
+from imgsim.timing import timed
 from imgsim.verification import PairVerdict, Pictures, check_pair, picture_of_bytes, signature_scores
 
 NEAREST = 5  # candidates per image from each source: its nearest by centred score, and by signature
@@ -193,6 +194,7 @@ class NearDuplicates:
             decided = pool.map(decision, pairs.items(), chunksize=64)
             return list(tqdm(decided, total=len(pairs), unit="pair", desc=progress, disable=progress is None))
 
+    @timed("duplicates")
     def find(self, neighbours, stored: dict[str, dict], exact_groups: list[list[str]], progress=True) -> Findings:
         """The collection's near-duplicate groups, each around the image to keep (`keepers_first`)."""
         started = time.perf_counter()

@@ -24,6 +24,7 @@ from imgsim.duplicates import similar_pairs
 from imgsim.metrics import principal_components, ranking_metrics, retrieval_metrics
 from imgsim.scoring import centre, score_blocks, top_columns
 from imgsim.store import all_points, fetch_vectors, point_id
+from imgsim.timing import timed
 
 QUERY_BATCH = 64  # queries per query_batch_points call
 CANDIDATES = 3  # Qdrant is asked for this many times the neighbours needed, then they are re-scored centred
@@ -218,6 +219,7 @@ def batched(items, size: int):
         yield batch
 
 
+@timed("duplicates")
 def open_neighbours(source: str, client, collection: str):
     """The neighbour source named `source` ("numpy" or "qdrant") for `collection`."""
     if source == "qdrant":

@@ -1,88 +1,64 @@
-"""Step 11, the run report: one JSON file that says what a run found, stored, skipped, measured and drew.
+"""Step 10, the run report: one JSON file that says what a run found, stored, skipped, measured and drew.
 
-Tests and the benchmark read it instead of the notebook's outputs. `Timings` measures the steps.
+Tests and the benchmark read it instead of the notebook's outputs. `write_run_report` reads the run's
+results from the notebook's variables, by the names the notebook gives them (see `run_report`); its
+timings are what the package's steps measured of themselves (`imgsim.timing`), started again once written.
 """
 
 import json
-import time
-from contextlib import contextmanager
-from pathlib import Path
+
+from imgsim.runtime import runtime_of
+from imgsim.timing import timings
 
 
-class Timings(dict):
-    """Seconds per step; `with timings("embed"):` adds the block's time to that step."""
+def run_report(run: dict) -> dict:
+    """The report's content, from the notebook's variables (`run` is its `globals()`).
 
-    @contextmanager
-    def __call__(self, name: str):
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self[name] = self.get(name, 0.0) + time.perf_counter() - started
-
-
-def run_report(
-    settings,
-    *,
-    found,
-    selected,
-    ignored_extensions,
-    sync,
-    exact_duplicates,
-    points,
-    vector_size,
-    weights_id,
-    device,
-    runtime,
-    batch_size,
-    timings,
-    calibration,
-    findings,
-    tidy,
-    metrics,
-    query,
-    figures,
-) -> dict:
-    """The report's content. `query` is (the query image's name, its hits); `calibration`, the near-duplicate
-    `findings` (`near_duplicates.Findings`) and `tidy` (its section) make the `duplicates` section;
-    `ignored_extensions` says how many files of the image folder were left out for each extension that is not
-    an image's. `neighbour_source` is the setting's: where the analyses' neighbours came from ("numpy" or
-    "qdrant"); `runtime`, what ran the model ("onnxruntime" or "torch", `imgsim.runtime.runtime_of`)."""
-    query_image, hits = query
+    `calibration`, the near-duplicate `findings` (`near_duplicates.Findings`) and `tidy` make the
+    `duplicates` section; `ignored` says how many files of the image folder were left out for each extension
+    that is not an image's; `embedding` is the indexing's embedding run, which timed itself.
+    """
+    settings, sync, hits = run["settings"], run["sync_result"], run["hits"]
+    steps = timings | {"embed": run["embedding"].seconds, "calibration": run["calibration"].seconds}
     return {
         "image_dir": str(settings.image_dir.resolve()),
-        "images_found": found,
-        "images_selected": selected,
-        "ignored_extensions": ignored_extensions,
+        "images_found": len(run["all_image_paths"]),
+        "images_selected": len(run["image_paths"]),
+        "ignored_extensions": run["ignored"],
         **{name: sync.counts[name] for name in ("embedded", "new", "updated", "unchanged", "removed")},
         "skipped": sync.skipped,
-        "exact_duplicates": exact_duplicates,
-        "points_in_collection": points,
+        "exact_duplicates": run["exact_duplicates"],
+        "points_in_collection": run["client"].count(settings.collection).count,
         "collection": settings.collection,
         "qdrant": settings.qdrant_url or str(settings.qdrant_path.resolve()),
-        "vector_size": vector_size,
+        "vector_size": run["vector_size"],
         "model": settings.model,
-        "weights": weights_id,
-        "device": str(device),
+        "weights": run["weights_id"],
+        "device": str(run["device"]),
         "precision": settings.precision,
-        "runtime": runtime,
-        "batch_size": batch_size,
+        "runtime": runtime_of(run["model"]),
+        "batch_size": run["batch_size"],
         "workers": settings.workers,
-        "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
-        "duplicates": duplicates_report(calibration, findings) | {"tidy": tidy},
+        "timings_s": {name: round(seconds, 3) for name, seconds in steps.items()},
+        "duplicates": duplicates_report(run["calibration"], run["findings"])
+        | {"tidy": run["tidy"].report(run["table"], run["moves"])},
         "neighbour_source": settings.neighbour_source,
-        "metrics": metrics,
+        "metrics": run["metrics"],
         "query": {
-            "image": query_image,
+            "image": run["query_key"] or str(run["query_path"]),
             "results": [{"path": h.payload["path"], "label": h.payload["label"], "score": h.score} for h in hits],
         },
-        "figures": {name: str(path) for name, path in figures.items()},
+        "figures": {name: str(path) for name, path in run["figures"].saved.items()},
     }
 
 
-def write_report(path: Path, report: dict) -> None:
+def write_run_report(run: dict) -> None:
+    """Write the run's report (`run` is the notebook's `globals()`) where IMGSIM_REPORT says, print its summary,
+    and start the timings again for the next run."""
+    report, path = run_report(run), run["settings"].report
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))
+    timings.clear()
     summary = {key: report[key] for key in ("images_found", "embedded", "points_in_collection", "timings_s")}
     print(f"report written to {path}\n{json.dumps(summary, indent=2)}")
 

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgsim.model import last_feature_map
+from imgsim.model import in_precision, last_feature_map
+from imgsim.timing import timed
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
 AGREEMENT_TOLERANCE = 1e-4  # the largest difference allowed between ONNX Runtime's unit vectors and torch's
@@ -45,6 +46,18 @@ def runtime_decision(setting: str, device: torch.device, precision: str = "float
     if importlib.util.find_spec("onnxruntime") is None:
         return "torch", "torch: onnxruntime is not installed (pip install onnxruntime), IMGSIM_RUNTIME=auto"
     return "onnxruntime", "ONNX Runtime on a CPU, where it ran ResNet-50 about 1.5 x torch (IMGSIM_RUNTIME=auto)"
+
+
+@timed("runtime")
+def fastest_runtime(model: torch.nn.Module, settings, weights_id: str, side: int, device: torch.device):
+    """The model as it will run: in ONNX Runtime where `runtime_decision` picks it (exported once, beside the run
+    report), computing in IMGSIM_PRECISION; what was decided and done is printed. `side`: the input's pixels."""
+    runtime, why = runtime_decision(settings.runtime, device, settings.precision)
+    print(why)
+    if runtime == "onnxruntime":
+        exported = onnx_file(settings.report.parent / "models", settings.model, weights_id, side)
+        model, _ = onnx_runtime_model(model, side, exported)  # prints what it did
+    return in_precision(model, settings.precision)  # float32: the model itself; else under torch.autocast
 
 
 def onnx_file(folder: Path, model_name: str, weights_id: str, side: int) -> Path:

@@ -1,13 +1,15 @@
-"""Steps 4 and 5, the Qdrant store: connecting, server settings, checking a collection, mirroring the folder.
+"""Step 5, the Qdrant store: connecting, server settings, checking a collection, mirroring the folder.
 
 Qdrant runs in this process by default (local mode, stored in a folder), or as a server when a URL is
-given; the calls are the same. Each point's id is a UUID5 of the image's relative path, so writing it
-again overwrites it. `FolderSync` decides what a run must embed (new and changed files), what it can
-keep (unchanged size and modification time), and which points to delete (files gone, renamed or now
-unreadable), and builds each embedded batch's points (`image_points`, the one way points are built); the
-notebook writes them itself as they are embedded (`upsert` batch by batch in local mode, `upload_points` on
-a server), so an interrupted run keeps its work. The server settings below are what a new collection gets
-on a server, and `connect` gives a server client whose queries carry SERVER_SEARCH (see below).
+given; the notebook's calls are the same. Connecting again (a cell run twice) closes the earlier client
+of the same storage first: local mode locks its folder. Each point's id is a UUID5 of the image's relative
+path, so writing it again overwrites it. `FolderSync` decides what a run must embed (new and changed
+files), what it can keep (unchanged size and modification time), and which points to delete (files gone,
+renamed or now unreadable), and builds each embedded batch's points (`image_points`, the one way points are
+built); the notebook upserts them itself batch by batch as they are embedded, so an interrupted run keeps
+its work. On a server, `connect` gives a `ServerClient`: a collection it creates gets the server settings
+below (docs/scaling.md#server-settings says why these numbers), and its queries carry SERVER_SEARCH. Every
+client times its upserts and queries for the run report.
 """
 
 import atexit
@@ -20,8 +22,9 @@ from qdrant_client import QdrantClient, models
 
 from imgsim.files import is_inside, label_of, relative_key
 from imgsim.reading import LoadedImage, describe_failure
+from imgsim.timing import timings
 
-# Settings for a Qdrant server (local mode accepts and ignores them; the notebook says why these numbers).
+# Settings for a Qdrant server (local mode accepts and ignores them; docs/scaling.md says why these numbers).
 # The collection carries its HNSW search width: a query that sets no `hnsw_ef` looks at `ef_construct`
 # candidates (Qdrant's HNSW index: `params.hnsw_ef.unwrap_or(config.ef)`, with `ef = ef_construct`; checked
 # on Qdrant's engine by tests/test_server_settings.py).
@@ -48,34 +51,65 @@ SERVER_COLLECTION = {
 # `connect` gives a server client (ServerClient) that adds SERVER_SEARCH to every query that sets none: no query
 # can forget them.
 SERVER_SEARCH = models.SearchParams(quantization=INT8_SEARCH)
+SERVER_VECTORS = {"on_disk": True}  # the float32 originals on disk, read through the system's cache
 PAYLOAD_INDEXES = ("label", "path", "model")
 SERVER_UPLOAD = {"batch_size": 256, "parallel": 2}
 
 
-def connect(url: str | None, api_key: str | None, path: Path) -> QdrantClient:
+OPEN_CLIENTS: dict[str, QdrantClient] = {}  # the client connected to each server URL or storage folder
+
+
+def connect(url: str | None, api_key: str | None, path: Path) -> "TimedClient":
     """A client for the Qdrant server at `url`, or for local mode stored in `path`, closed when Python exits.
 
-    Closing at exit, not in a last cell, keeps the client open for the search panel after "run all".
+    A client this function gave earlier for the same place is closed first (local mode locks its folder, and
+    a notebook cell may run again). Closing at exit, not in a last cell, keeps the client open for the search
+    panel after "run all".
     """
+    place = url or str(path.resolve())
+    if earlier := OPEN_CLIENTS.pop(place, None):
+        earlier.close()
     if url:
         print(f"Qdrant server at {url}" + (" (with API key)" if api_key else ""))
         client = ServerClient(url=url, api_key=api_key)
     else:
         path.mkdir(parents=True, exist_ok=True)
-        print(f"embedded Qdrant (local mode) stored in {path.resolve()}")
+        print(f"embedded Qdrant (local mode) stored in {path}")
         try:
-            client = QdrantClient(path=str(path))
+            client = TimedClient(path=str(path))
         except RuntimeError as error:
             if "already accessed" not in str(error):
                 raise
             raise StorageHeld(path) from None
     atexit.register(client.close)
+    OPEN_CLIENTS[place] = client
     return client
 
 
-class ServerClient(QdrantClient):
-    """A client for a Qdrant server whose queries carry SERVER_SEARCH (int8 rescored, oversampled) unless they set
-    search params of their own; in local mode, which ignores them with a warning, the plain client is used."""
+class TimedClient(QdrantClient):
+    """A client whose upserts and queries add their time to the run report's timings."""
+
+    def upsert(self, *args, **kwargs):
+        with timings("upsert"):
+            return super().upsert(*args, **kwargs)
+
+    def query_points(self, *args, **kwargs):
+        with timings("query"):
+            return super().query_points(*args, **kwargs)
+
+
+class ServerClient(TimedClient):
+    """A client for a Qdrant server. The collections it creates get the server settings (SERVER_COLLECTION, vectors
+    on disk, keyword indexes on PAYLOAD_INDEXES made before any upload); its queries carry SERVER_SEARCH (int8
+    rescored, oversampled) unless they set search params of their own. In local mode, which ignores these with a
+    warning, the plain client is used."""
+
+    def create_collection(self, collection_name: str, vectors_config: models.VectorParams, **kwargs) -> bool:
+        on_disk = vectors_config.model_copy(update=SERVER_VECTORS)
+        created = super().create_collection(collection_name, vectors_config=on_disk, **SERVER_COLLECTION | kwargs)
+        for field_name in PAYLOAD_INDEXES:  # before the bulk upload, so that filters stay fast
+            self.create_payload_index(collection_name, field_name, field_schema=models.PayloadSchemaType.KEYWORD)
+        return created
 
     def query_points(self, collection_name: str, *args, search_params=None, **kwargs):
         return super().query_points(collection_name, *args, search_params=search_params or SERVER_SEARCH, **kwargs)

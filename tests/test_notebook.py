@@ -9,9 +9,13 @@ import statistics
 import subprocess
 import sys
 
+import nbformat
+import pytest
 from conftest import LABELS, NOTEBOOK, ROOT, code_cells, image_outputs, output_text, parameters_cell, save_picture
 from ipykernel.kernelspec import KERNEL_NAME, get_kernel_dict
 from PIL import Image
+
+from imgsim.outputs import COMMAND, MAX_BYTES, stale_outputs
 
 
 def make_labelled_folder(folder):
@@ -41,7 +45,8 @@ def test_notebook_indexes_the_folder_and_finds_the_resized_twin_first(tmp_path, 
     assert "4 other file(s) left out for their extension: 2 .cr2, 1 .mov, 1 .txt" in said
     assert report["vector_size"] == 512
     assert report["model"] == "resnet18" and report["weights"].startswith("none")
-    assert set(report["timings_s"]) >= {"load_model", "runtime", "embed", "upsert", "query"}
+    steps = {"load_model", "runtime", "embed", "upsert", "query", "duplicates", "calibration"}
+    assert set(report["timings_s"]) >= steps, "each step timed by the package, the cells carry no timing code"
     assert report["runtime"] == "onnxruntime", "on a CPU, ONNX Runtime runs the model by default"
     assert "ONNX Runtime runs the model from" in said and "(exported)" in said
     results = report["query"]["results"]
@@ -75,11 +80,60 @@ def test_first_run_counts_every_image_as_new(tmp_path, notebook):
     assert stored["circles/picture_0.png"]["width"] == 320
 
 
-def test_committed_notebook_has_no_outputs_and_no_widget_state():
+def test_the_committed_notebook_carries_the_outputs_of_one_run_of_its_current_cells():
+    problems = stale_outputs(NOTEBOOK)
+    assert problems == [], f"remake the outputs with `{COMMAND}` (see imgsim/outputs.py): " + "; ".join(problems)
+    committed = nbformat.read(NOTEBOOK, as_version=4)
+    assert image_outputs(committed) >= 8, "the pictures are there to see before anyone runs it"
+
+
+def code_of(notebook: dict) -> list[dict]:
+    return [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+
+
+def edit_the_code(notebook):
+    code_of(notebook)[3]["source"] = "".join(code_of(notebook)[3]["source"]) + "\nprint('edited')"
+
+
+def rerun_one_cell(notebook):
+    code_of(notebook)[2]["execution_count"] = len(code_of(notebook)) + 1
+
+
+def fail_in_a_cell(notebook):
+    error = {"output_type": "error", "ename": "ValueError", "evalue": "bad", "traceback": []}
+    code_of(notebook)[1]["outputs"].append(error)
+
+
+def save_widget_state(notebook):
+    notebook["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+
+
+def clear_the_outputs(notebook):
+    for cell in code_of(notebook):
+        cell.update(outputs=[], execution_count=None)
+
+
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (edit_the_code, "its code cells changed since the outputs were made"),
+        (rerun_one_cell, "execution counts are not 1 to"),
+        (fail_in_a_cell, "an error output in cell"),
+        (save_widget_state, "widget state is saved in its metadata"),
+        (clear_the_outputs, "execution counts are not 1 to"),
+    ],
+)
+def test_the_outputs_check_fails_on_a_stale_copy_of_the_committed_notebook(tmp_path, edit, problem):
     notebook = json.loads(NOTEBOOK.read_text())
-    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
-    assert all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code)
-    assert "widgets" not in notebook["metadata"]
+    edit(notebook)
+    (tmp_path / NOTEBOOK.name).write_text(json.dumps(notebook))
+    problems = stale_outputs(tmp_path / NOTEBOOK.name)
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+def test_the_outputs_check_fails_on_a_notebook_too_large_to_open_quickly(tmp_path):
+    (tmp_path / NOTEBOOK.name).write_text(NOTEBOOK.read_text() + " " * MAX_BYTES)
+    assert stale_outputs(tmp_path / NOTEBOOK.name)[-1].endswith(f"bytes, over {MAX_BYTES:,}")
 
 
 def test_the_kernel_metadata_is_what_ipykernel_installs_so_that_jupyterlab_opens_the_notebook_unchanged():

@@ -120,11 +120,23 @@ def test_a_query_without_search_params_searches_with_the_collections_ef_construc
     assert asking_nothing != at_10, "a smaller ef finds other points: the search ef is not left to chance"
 
 
-def test_the_notebook_creates_server_collections_like_the_benchmark():
+def test_a_server_client_creates_collections_like_the_benchmark(monkeypatch):
+    """The notebook's create_collection call is the same on a server: ServerClient adds the server settings."""
+    created, indexed = [], []
+    monkeypatch.setattr(QdrantClient, "create_collection", lambda self, name, **kw: created.append(kw) or True)
+    monkeypatch.setattr(QdrantClient, "create_payload_index", lambda self, name, field, **kw: indexed.append(field))
+    client = ServerClient(location=":memory:")  # a server client's class; no server needed for what it sends
+    notebooks = models.VectorParams(size=512, distance=models.Distance.DOT)
+    client.create_collection("images", vectors_config=notebooks)
+    client.close()
+    [sent] = created
+    assert sent["vectors_config"].model_dump(include={"distance", "on_disk"}) == server_settings.NOTEBOOK_VECTORS
+    assert {name: sent[name] for name in SERVER_COLLECTION} == SERVER_COLLECTION
+    assert indexed == list(PAYLOAD_INDEXES), "keyword indexes, made before any upload"
+    assert notebooks.on_disk is None, "the caller's vectors config is left as it was"
     cells = json.loads(NOTEBOOK.read_text())["cells"]
     source = "".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
-    assert "distance=models.Distance.DOT, on_disk=server)" in source
-    assert server_settings.NOTEBOOK_VECTORS == {"distance": models.Distance.DOT, "on_disk": True}
+    assert "models.VectorParams(size=vector_size, distance=models.Distance.DOT)" in source
 
 
 def test_a_server_client_adds_the_int8_search_settings_to_every_query_that_sets_none(monkeypatch):
@@ -153,11 +165,13 @@ def test_a_server_client_adds_the_int8_search_settings_to_every_query_that_sets_
 def test_connect_gives_a_plain_client_in_local_mode(tmp_path):
     """Local mode ignores search params (with a warning each query), so it gets none."""
     client = connect(None, None, tmp_path / "qdrant")
-    assert type(client) is QdrantClient
+    assert not isinstance(client, ServerClient)
     client.close()
 
 
-def test_the_notebook_says_the_oversampling_the_server_queries_use():
+def test_the_docs_say_the_oversampling_the_server_queries_use_and_the_notebook_links_there():
     cells = json.loads(NOTEBOOK.read_text())["cells"]
     text = " ".join(" ".join("".join(cell["source"]).split()) for cell in cells if cell["cell_type"] == "markdown")
-    assert f"`{INT8_SEARCH.oversampling:g} × limit` candidates then rescored" in text
+    assert "(docs/scaling.md#server-settings)" in text
+    scaling = " ".join((ROOT / "docs" / "scaling.md").read_text().split("## Server settings", 1)[1].split())
+    assert f"`{INT8_SEARCH.oversampling:g} × limit` candidates then rescored" in scaling
