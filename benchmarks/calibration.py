@@ -7,24 +7,27 @@
 
 A pool is embedded once per weights and cached under data/benchmark_cache: photos of the shared folder (spread
 over its labels), for each the three copies the calibration plants (`imgsim.calibration.make_copies`),
-USER_COPIES copies made the way people's own folders get them, each with an edit drawn at random from ranges
-wider than the planted ones (`draw_edit`: resized to 30-70 %, JPEG quality 25-70, up to 10 % cut from each
-edge, straightened by up to 3 degrees, brightness and contrast within 15 %, or a byte-identical file), and two
-burst shots (`burst_boxes`: two crops of the photo overlapping by half).
+USER_COPIES copies made the way people's own folders get them, each with an edit drawn at random at a random
+strength (`draw_edit`: resized to 30-70 %, JPEG quality 25-70, up to 10 % cut from each edge, straightened by
+up to 3 degrees, brightness and contrast within 15 %, greyscale, recoloured (sepia, saturated, faded, warm,
+cool, hue turned), bordered (letterboxed to a square, a wide or a tall frame, or padded, in black, white,
+grey or cream), captioned (a bar of words at the top or bottom, a sticker, words over the picture), mirrored,
+stretched to another shape, two or three of these combined, or a byte-identical file), and two burst shots
+(`burst_boxes`: two crops of the photo overlapping by half).
 
 Each makeup is a collection drawn from that pool with its own seed (`draw_makeup`): some label folders and
-some of their photos, none of them copied or up to 80 %, in groups of 2 to 6, with some kinds of edit, placed
+some of their photos, none of them copied or up to 80 %, in groups of 2 to 9, with some kinds of edit, placed
 beside their original, all in one folder or spread over the labels, and a few photos stored as the two shots
 of a burst instead. The calibration runs on it as the notebook runs it (`imgsim.calibration.calibrate_vectors`,
 which `calibrate` calls once the planted copies are embedded), with the planted copies' vectors taken from the
-pool instead of embedded again. Its candidate pairs are checked by their keypoints (`PairCheck`, on each
-image made again from its photo by `pool_picture`), and the groups formed of the pairs it keeps
-(`duplicate_groups`, as the notebook) are scored against the truth over the whole collection: pair precision
+pool instead of embedded again. The near-duplicate rule then finds the groups as the notebook does
+(`NearDuplicates.find`, on each image made again from its photo by `pool_picture`), and they are scored
+against the truth over the whole collection: pair precision
 and recall, recall by kind of edit, and, counted apart, the burst pairs grouped. The best threshold in
 hindsight is the one whose groups have the largest min(precision, recall), every 0.005 tried; the shortfall
-is how far the groups' min falls below it (below 0: the check splits pairs that no threshold does). The
+is how far the groups' min falls below it (below 0: the rule splits pairs that no threshold does). The
 seconds: the calibration's own work measured, plus its planted copies at the pool's embedding rate, and the
-check's (making each copy's edit again included), against embedding the makeup's images at that rate.
+rule's (making each copy's edit again included), against embedding the makeup's images at that rate.
 """
 
 import argparse
