@@ -9,17 +9,17 @@
    square and mirror-blind, at least SIGNATURE_FLOOR): greyscale and letterboxed copies that these weights
    score as merely alike are still signature neighbours.
 2. **The check** of each candidate's pixels: `matched` pairs are near-duplicates, `different` ones are not.
-3. **What the check cannot tell** (too few keypoints) is decided by the signature: a near-duplicate at or above
-   SIGNATURE_SAME. How that rule fares is measured on the pairs the check did tell in this very collection
-   (`Findings.fallback`): of the matched pairs, how many it would have kept, and of the different ones, how
-   many it would have kept wrongly, with their counts.
+3. **What the check cannot tell** (too few keypoints) is decided by the signature: a near-duplicate where the
+   two signatures score higher than any pair the check found different in this very collection, and at least
+   SIGNATURE_SAME (`Findings.signature_bar`). So its error is known: no pair the check told apart would have
+   passed it, and how many of the matched pairs would have is printed with the counts.
 
 Groups are formed around the image to keep (`duplicates.duplicate_groups`); identical files always group.
 """
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +31,19 @@ from imgsim.duplicates import duplicate_groups, keepers_first
 from imgsim.scoring import centre
 from imgsim.store import point_id
 from imgsim.timing import timed
-from imgsim.verification import PairVerdict, Pictures, check_pair, picture_of_bytes, signature_scores
+from imgsim.verification import (
+    SIGNATURE_SIDE,
+    PairVerdict,
+    Picture,
+    Pictures,
+    check_pair,
+    picture_of_bytes,
+    signature_scores,
+)
 
 NEAREST = 5  # candidates per image from each source: its nearest by centred score, and by signature
 SIGNATURE_FLOOR = 0.5  # a signature neighbour scoring below this is no candidate
-SIGNATURE_SAME = 0.9  # where the check cannot tell, pairs whose signatures score at least this are near-duplicates
+SIGNATURE_SAME = 0.95  # the lowest signature score that decides a pair the check cannot tell (`signature_bar`)
 UPLOAD_CANDIDATES = 20  # a new image's best matches by Qdrant's score, checked
 
 
@@ -48,19 +56,26 @@ class Decision:
     score: float  # centred cosine
     signature: float
     check: PairVerdict
+    bar: float = SIGNATURE_SAME  # the signature score that decides where the check cannot tell
 
     @property
     def near_duplicate(self) -> bool:
-        return self.check.verdict == "matched" or (
-            self.check.verdict == "cannot tell" and self.signature >= SIGNATURE_SAME
-        )
+        return self.check.verdict == "matched" or (self.check.verdict == "cannot tell" and self.signature >= self.bar)
 
     @property
     def reason(self) -> str:
-        if self.check.verdict != "cannot tell":
+        if self.check.verdict == "different":
+            return f"looks alike ({self.score:.2f}) but {self.check}"
+        if self.check.verdict == "matched":
             return str(self.check)
         side = "at or above" if self.near_duplicate else "below"
-        return f"{self.check}; signatures score {self.signature:.2f}, {side} {SIGNATURE_SAME}"
+        return f"{self.check}; their signatures score {self.signature:.3f}, {side} {self.bar:.3f}"
+
+
+def signature_bar(decisions: list[Decision]) -> float:
+    """Just above the highest signature score of the pairs the check found different, and at least SIGNATURE_SAME."""
+    different = [d.signature for d in decisions if d.check.verdict == "different"]
+    return max([SIGNATURE_SAME, *(score + 1e-6 for score in different)])
 
 
 @dataclass
@@ -89,16 +104,20 @@ class Findings:
         return counts
 
     @property
+    def signature_bar(self) -> float:
+        return self.decisions[0].bar if self.decisions else SIGNATURE_SAME
+
+    @property
     def fallback(self) -> dict[str, int]:
         """How the signature rule fares on the pairs the check told: matched and different pairs, and how many
-        of each score at or above SIGNATURE_SAME."""
+        of each score at or above its bar."""
         told = {verdict: [d.signature for d in self.decisions if d.check.verdict == verdict]
                 for verdict in ("matched", "different")}  # fmt: skip
         return {
             "matched": len(told["matched"]),
-            "matched_kept": sum(score >= SIGNATURE_SAME for score in told["matched"]),
+            "matched_kept": sum(score >= self.signature_bar for score in told["matched"]),
             "different": len(told["different"]),
-            "different_kept": sum(score >= SIGNATURE_SAME for score in told["different"]),
+            "different_kept": sum(score >= self.signature_bar for score in told["different"]),
         }
 
     def __str__(self) -> str:
@@ -108,9 +127,9 @@ class Findings:
             f"{counts['different']} different; {counts['cannot tell, kept'] + counts['cannot tell, not kept']} "
             f"the check could not tell, decided by their signatures: {counts['cannot tell, kept']} kept, "
             f"{counts['cannot tell, not kept']} not",
-            f"that signature rule (at or above {SIGNATURE_SAME}) on the pairs the check told: it keeps "
-            f"{fallback['matched_kept']} of {fallback['matched']} matched and {fallback['different_kept']} of "
-            f"{fallback['different']} different",
+            f"kept where the signatures score at least {self.signature_bar:.3f}, above every pair the check found "
+            f"different: that bar keeps {fallback['matched_kept']} of the {fallback['matched']} matched pairs and "
+            f"{fallback['different_kept']} of the {fallback['different']} different ones",
             f"{len(self.groups)} group(s) of duplicates, {sum(map(len, self.groups))} images",
         ]
         return "\n".join(lines)
@@ -119,7 +138,7 @@ class Findings:
         return {
             "candidates": len(self.decisions),
             "decided": self.counted(),
-            "signature_rule": {"at_least": SIGNATURE_SAME} | self.fallback,
+            "signature_rule": {"at_least": self.signature_bar} | self.fallback,
             "groups": self.groups,
             "seconds": round(self.seconds, 3),
         }
@@ -145,6 +164,7 @@ class NearDuplicates:
     calibration: Calibration
     pictures: Pictures
     mean: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # the collection's mean vector
+    bar: float = SIGNATURE_SAME  # where the check cannot tell, the signature score that decides; set by `find`
 
     @classmethod
     def calibrated(cls, neighbours, client, collection, folder: Path, embed, stored, exact_groups, settings):
@@ -164,7 +184,8 @@ class NearDuplicates:
         keys = neighbours.keys
         reading = self.pictures.prefetch(keys)
         list(tqdm(reading, total=len(keys), unit="img", desc="reading pictures", disable=not progress))
-        signatures = np.stack([self.signature_of(key) for key in keys]) if keys else np.zeros((0, 1, 1))
+        empty = np.zeros((0, SIGNATURE_SIDE, SIGNATURE_SIDE), np.float32)
+        signatures = np.stack([self.signature_of(key) for key in keys]) if keys else empty
         by_signature = nearest_by_signature(keys, signatures, NEAREST) - scored.keys()
         if by_signature:
             pairs = sorted(by_signature)
@@ -175,20 +196,20 @@ class NearDuplicates:
 
     def signature_of(self, key: str) -> np.ndarray:
         picture = self.pictures[key]
-        return np.zeros((1, 1), dtype=np.float32) if picture is None else picture.signature
+        return np.zeros((SIGNATURE_SIDE, SIGNATURE_SIDE), np.float32) if picture is None else picture.signature
 
-    def signature_score(self, a, b) -> float:
-        first, second = (self.signature_of(a) if isinstance(a, str) else a), self.signature_of(b)
-        if first.shape != second.shape:  # an image that cannot be read has no signature
+    def signature_score(self, first: Picture | None, second: Picture | None) -> float:
+        if first is None or second is None:
             return -1.0
-        return float(signature_scores(first[None], second[None])[0, 0])
+        return float(signature_scores(first.signature[None], second.signature[None])[0, 0])
 
-    def decide(self, pairs: dict[tuple[str, str], float], progress: str | None) -> list[Decision]:
+    def checked(self, pairs: dict[tuple[str, str], float], progress: str | None) -> list[Decision]:
         """Each pair checked by its pixels, in a thread pool (OpenCV releases the GIL)."""
 
         def decision(pair) -> Decision:
             (a, b), score = pair
-            return Decision(a, b, score, self.signature_score(a, b), check_pair(self.pictures[a], self.pictures[b]))
+            first, second = self.pictures[a], self.pictures[b]
+            return Decision(a, b, score, self.signature_score(first, second), check_pair(first, second))
 
         with ThreadPoolExecutor(self.pictures.workers) as pool:
             decided = pool.map(decision, pairs.items(), chunksize=64)
@@ -199,7 +220,9 @@ class NearDuplicates:
         """The collection's near-duplicate groups, each around the image to keep (`keepers_first`)."""
         started = time.perf_counter()
         candidates, nearest = self.candidates(neighbours, progress)
-        decisions = self.decide(candidates, "checking pairs" if progress else None)
+        decisions = self.checked(candidates, "checking pairs" if progress else None)
+        self.bar = signature_bar(decisions)
+        decisions = [replace(d, bar=self.bar) for d in decisions]
         pairs = [(d.a, d.b, d.score) for d in decisions if d.near_duplicate]
         groups = duplicate_groups(keepers_first(stored), pairs, exact_groups)
         return Findings(decisions, groups, nearest, time.perf_counter() - started)
@@ -226,15 +249,15 @@ class NearDuplicates:
         if not scores:
             return ""
         decisions = [
-            Decision("upload", key, score, self.signature_score(upload.signature, key) if upload else -1.0,
-                     check_pair(upload, self.pictures[key]))  # fmt: skip
+            Decision("upload", key, score, self.signature_score(upload, self.pictures[key]),
+                     check_pair(upload, self.pictures[key]), self.bar)  # fmt: skip
             for key, score in scores.items()
         ]
         if duplicates := [d for d in decisions if d.near_duplicate]:
             best = max(duplicates, key=lambda d: (d.check.points, d.signature))
             return f"near-duplicate of the stored {best.b}: {best.reason}"
         best = max(decisions, key=lambda d: d.score)
-        return f"no near-duplicate: the most alike stored image, {best.b} (centred {best.score:.2f}), {best.reason}"
+        return f"no near-duplicate: the most alike stored image, {best.b}, {best.reason}"
 
     def centred_scores(self, points, vector) -> np.ndarray:
         if not points:

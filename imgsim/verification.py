@@ -7,9 +7,10 @@ and uniform bars along its edges are trimmed (`trimmed`: letterboxing, padding, 
 alone never make two pictures match. What is left is squashed to a FEATURE_SIDE square whatever its shape, so
 that a copy stretched to another shape looks the same, and two things are kept of it (`Picture`):
 
-- a **signature**: the square shrunk to SIGNATURE_SIDE x SIGNATURE_SIDE grey levels, less its mean and scaled
-  to length 1 (so brightness and contrast do not count). Two signatures score their correlation, the better of
-  as they are and one mirrored (`signature_scores`). It finds candidate pairs that the embedding scores far
+- a **signature**: the square shrunk to SIGNATURE_SIDE x SIGNATURE_SIDE grey levels. Two signatures score their
+  correlation (so brightness and contrast do not count), the best of the whole squares and of their upper or
+  lower three quarters (so a bar of words along an edge does not count), with one as it is or mirrored
+  (`signature_scores`). It finds candidate pairs that the embedding scores far
   apart, and decides pairs the keypoints cannot tell.
 - ORB keypoints (OpenCV) of the square and of its mirror image (ORB's descriptors are not mirror-invariant).
 
@@ -39,12 +40,13 @@ from imgsim.embedding import default_workers
 from imgsim.reading import open_image
 
 FEATURE_SIDE = 320  # pixels: a picture is trimmed at this longer side, and its keypoints found in a square of it
-KEYPOINTS = 500  # the most ORB keypoints kept per image
+KEYPOINTS = 1_000  # the most ORB keypoints kept per image (500 left too few on a picture under words)
 MATCH_RATIO = 0.8  # a match counts when clearly nearer than the next nearest (Lowe's ratio test)
 REPROJECTION_PIXELS = 4.0  # how far, at FEATURE_SIDE, a match may land from where the transform puts it
-MATCHED_POINTS = 20  # matches agreeing with one transform, at least, for two images to show one picture
+MATCHED_POINTS = 25  # matches agreeing with one transform, at least, for two images to show one picture
 FEWEST_KEYPOINTS = 100  # keypoints, at least, in both images for a failed match to mean different pictures
 SIGNATURE_SIDE = 16  # the signature's side: a picture shrunk to 16 x 16 grey levels
+SIGNATURE_ROWS = (slice(0, 16), slice(0, 12), slice(4, 16))  # all, or all but a bar of words along one edge
 BAR_SPREAD = 6.0  # grey levels: a row or column of an edge whose spread is within it is part of a bar
 BAR_SHADE = 10.0  # grey levels: and whose mean is within this of the edge's outermost row or column
 STRETCHED = 0.1  # a matched pair whose shapes differ by more than this (log of the aspect ratios) is stretched
@@ -79,23 +81,27 @@ def keypoints_of(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def signature_of(grey: np.ndarray) -> np.ndarray:
-    """The picture shrunk to SIGNATURE_SIDE squared grey levels whatever its shape, less its mean, length 1."""
-    small = cv2.resize(grey, (SIGNATURE_SIDE, SIGNATURE_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
-    small -= small.mean()
-    return small / max(float(np.linalg.norm(small)), 1e-6)
+    """The picture shrunk to SIGNATURE_SIDE x SIGNATURE_SIDE grey levels, whatever its shape."""
+    return cv2.resize(grey, (SIGNATURE_SIDE, SIGNATURE_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
-def mirrored_signatures(signatures: np.ndarray) -> np.ndarray:
-    """Signatures (N x SIDE x SIDE) of the mirror images."""
-    return signatures[:, :, ::-1]
+def normalised(signatures: np.ndarray, rows: slice) -> np.ndarray:
+    """Those rows of each signature (N x SIDE x SIDE), flat, less their mean, length 1."""
+    flat = signatures[:, rows].reshape(len(signatures), -1)
+    flat = flat - flat.mean(axis=1, keepdims=True)
+    return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-6)
 
 
 def signature_scores(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Every signature of `first` (N x SIDE x SIDE) against every one of `second` (M x ...): the better of the
-    correlation as they are and with the second mirrored (N x M)."""
-    flat = first.reshape(len(first), -1)
-    as_they_are = flat @ second.reshape(len(second), -1).T
-    return np.maximum(as_they_are, flat @ mirrored_signatures(second).reshape(len(second), -1).T)
+    """Every signature of `first` (N x SIDE x SIDE) against every one of `second` (M x ...): their correlation,
+    the best of the whole pictures and of their upper or lower three quarters (SIGNATURE_ROWS), with the second
+    as it is or mirrored (N x M)."""
+    best = np.full((len(first), len(second)), -np.inf, dtype=np.float32)
+    for rows in SIGNATURE_ROWS:
+        ours = normalised(first, rows)
+        for theirs in (second, second[:, :, ::-1]):
+            best = np.maximum(best, ours @ normalised(theirs, rows).T)
+    return best
 
 
 @dataclass(frozen=True)
