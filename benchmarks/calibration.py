@@ -437,7 +437,7 @@ def verdicts(rows: list[dict]) -> list[str]:
         f"makeups without copies: {len(none)}, images grouped {[row['grouped_images'] for row in none]} of "
         f"{[row['images'] for row in none]}",
         f"burst pairs grouped: {sum(row['bursts_grouped'] for row in rows)} of {sum(row['bursts'] for row in rows)}",
-        f"calibration and keypoint check against embedding: {sum(row['calibration_s'] for row in rows):.0f} s and "
+        f"calibration and the near-duplicate rule against embedding: {sum(row['calibration_s'] for row in rows):.0f} s and "
         f"{sum(row['check_s'] for row in rows):.0f} s against {sum(row['embedding_s'] for row in rows):.0f} s over "
         "all makeups",
     ]
@@ -506,7 +506,7 @@ def main() -> None:
               f" on {evidence['pairs_looked_at']} pair scores of {evidence['images_looked_at']} images "
               f"({evidence['in_band']} within a bandwidth{'' if evidence['valley_found'] else ', no valley'}) and "
               f"{evidence['planted_copies']} planted copies (recall {evidence['planted_recall']:.2f})\n"
-              f"  checked by keypoints from {row['checked_from'] or 1:.3f}: {row['verdicts']}\n"
+              f"  candidates from {row['checked_from'] or 1:.3f}: {row['verdicts']}\n"
               f"  groups: precision {row['precision']:.3f}, recall {row['recall']:.3f} {row['recall_by_kind']}, "
               f"{row['grouped_images']} images grouped, burst pairs grouped {row['bursts_grouped']} of "
               f"{row['bursts']}\n"
