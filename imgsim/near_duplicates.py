@@ -11,8 +11,8 @@
 2. **The check** of each candidate's pixels: `matched` pairs are near-duplicates, `different` ones are not.
 3. **What the check cannot tell** (too few keypoints) is decided by the signature: a near-duplicate where the
    two signatures score higher than any pair the check found different in this very collection, and at least
-   SIGNATURE_SAME (`Findings.signature_bar`). So its error is known: no pair the check told apart would have
-   passed it, and how many of the matched pairs would have is printed with the counts.
+   SIGNATURE_SAME (`signature_bar`). So its error is known: no pair the check told apart would have passed
+   it, and how many of the matched pairs would have is printed with the counts.
 
 Groups are formed around the image to keep (`duplicates.duplicate_groups`); identical files always group.
 """
@@ -85,6 +85,7 @@ class Findings:
     decisions: list[Decision]
     groups: list[list[str]]
     nearest: np.ndarray  # each image's nearest centred score, for the histogram
+    bar: float = SIGNATURE_SAME  # the signature score that decides the pairs the check cannot tell
     seconds: float = 0.0
 
     @property
@@ -104,20 +105,16 @@ class Findings:
         return counts
 
     @property
-    def signature_bar(self) -> float:
-        return self.decisions[0].bar if self.decisions else SIGNATURE_SAME
-
-    @property
-    def fallback(self) -> dict[str, int]:
-        """How the signature rule fares on the pairs the check told: matched and different pairs, and how many
-        of each score at or above its bar."""
-        told = {verdict: [d.signature for d in self.decisions if d.check.verdict == verdict]
-                for verdict in ("matched", "different")}  # fmt: skip
+    def fallback(self) -> dict:
+        """The signature rule for the pairs the check cannot tell: its bar, the pairs the check found different
+        (all below it), and how many of the matched pairs reach it."""
+        different = [d for d in self.decisions if d.check.verdict == "different"]
+        matched = [d.signature for d in self.decisions if d.check.verdict == "matched"]
         return {
-            "matched": len(told["matched"]),
-            "matched_kept": sum(score >= self.signature_bar for score in told["matched"]),
-            "different": len(told["different"]),
-            "different_kept": sum(score >= self.signature_bar for score in told["different"]),
+            "at_least": round(self.bar, 6),
+            "different_below": len(different),
+            "matched_at_or_above": sum(score >= self.bar for score in matched),
+            "matched": len(matched),
         }
 
     def __str__(self) -> str:
@@ -127,9 +124,9 @@ class Findings:
             f"{counts['different']} different; {counts['cannot tell, kept'] + counts['cannot tell, not kept']} "
             f"the check could not tell, decided by their signatures: {counts['cannot tell, kept']} kept, "
             f"{counts['cannot tell, not kept']} not",
-            f"kept where the signatures score at least {self.signature_bar:.3f}, above every pair the check found "
-            f"different: that bar keeps {fallback['matched_kept']} of the {fallback['matched']} matched pairs and "
-            f"{fallback['different_kept']} of the {fallback['different']} different ones",
+            f"kept where the signatures score at least {self.bar:.3f}, above all {fallback['different_below']} pairs "
+            f"the check found different; {fallback['matched_at_or_above']} of the {fallback['matched']} matched pairs "
+            "reach that bar",
             f"{len(self.groups)} group(s) of duplicates, {sum(map(len, self.groups))} images",
         ]
         return "\n".join(lines)
@@ -138,7 +135,7 @@ class Findings:
         return {
             "candidates": len(self.decisions),
             "decided": self.counted(),
-            "signature_rule": {"at_least": self.signature_bar} | self.fallback,
+            "signature_rule": self.fallback,
             "groups": self.groups,
             "seconds": round(self.seconds, 3),
         }
@@ -225,12 +222,13 @@ class NearDuplicates:
         decisions = [replace(d, bar=self.bar) for d in decisions]
         pairs = [(d.a, d.b, d.score) for d in decisions if d.near_duplicate]
         groups = duplicate_groups(keepers_first(stored), pairs, exact_groups)
-        return Findings(decisions, groups, nearest, time.perf_counter() - started)
+        return Findings(decisions, groups, nearest, self.bar, time.perf_counter() - started)
 
     def judge(self, client: QdrantClient, collection: str, vector: list[float], sha256: str | None,
               data: bytes | None) -> str:  # fmt: skip
         """Is a new image (its vector, SHA-256 and bytes, held in memory) identical to, or a near-duplicate of, a
-        stored image? Which, and why, in words."""
+        stored image? Which, and why, in words. Its candidates: its best matches by Qdrant's score, and its
+        nearest by signature among the pictures `find` read."""
         same_bytes = models.FieldCondition(key="sha256", match=models.MatchValue(value=sha256 or ""))
         identical, _ = client.scroll(
             collection, scroll_filter=models.Filter(must=[same_bytes]), limit=1, with_payload=["path"]
