@@ -120,9 +120,13 @@ def plot_thumbnail_rows(rows: list[list[tuple[Path, str]]], caption: str, title_
         for ax, (path, title) in zip(row, cells, strict=False):
             ax.imshow(thumbnail(path))
             ax.set_title(title, fontsize=title_size)
-    fitting = "\n".join(textwrap.fill(line, width=int(13 * 2.6 * columns)) for line in caption.splitlines())
-    fig.suptitle(fitting, fontsize=10)  # wrapped: a narrow grid would cut off a long weights name
+    fig.suptitle(wrapped(caption, 2.6 * columns), fontsize=10)
     return fig
+
+
+def wrapped(caption: str, inches: float) -> str:
+    """The caption's lines wrapped to a figure `inches` wide: a narrow figure would cut off a long weights name."""
+    return "\n".join(textwrap.fill(line, width=int(13 * inches)) for line in caption.splitlines())
 
 
 def plot_model_input(paths: list[Path], preprocess, caption: str):
@@ -331,7 +335,6 @@ def plot_groups_explained(groups, folder: Path, explainer, mean, caption: str, m
             row[2 * n].set_title(f"KEEP\n{shorten(shown[0], 22)}", fontsize=7)
             row[2 * n + 1].imshow(heat_overlay(image.pixels, explanation.second_map, limit, centred=True))
             row[2 * n + 1].set_title(f"remove {explanation.score:.3f}\n{shorten(key, 22)}", fontsize=7)
-    fig.suptitle(
-        f"{caption}\nwhere each pair agrees: its maps sum to its centred score (red adds, blue takes away)", fontsize=9
-    )
+    title = f"{caption}\nwhere each pair agrees: its maps sum to its centred score (red adds, blue takes away)"
+    fig.suptitle(wrapped(title, 1.9 * columns), fontsize=9)
     return fig

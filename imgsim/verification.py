@@ -19,9 +19,10 @@ a copy's matches agree with one similarity transform (a shift, a turn, one scale
 look-alike's do not. A pair is:
 
 - `matched`: at least MATCHED_POINTS matches agree: the same picture, edited;
-- `different`: both images have at least FEWEST_KEYPOINTS keypoints and fewer matches agree;
+- `different`: both images have at least FEWEST_KEYPOINTS keypoints and at most DIFFERENT_AT_MOST matches agree
+  (pictures of different things on one patterned carpet reach 20, a copy under a bar of words as few as 12);
 - `cannot tell`: an image has too few keypoints (a plain garment on a plain background, a smooth sky) or
-  cannot be read; `near_duplicates.py` decides those.
+  cannot be read, or the matches agreeing fall between; `near_duplicates.py` decides those.
 
 Two shots of one scene (a burst) match too: the check confirms the same place, not the same moment.
 `Pictures` reads each image once, in a thread pool ahead of the pairs that need it.
@@ -44,6 +45,7 @@ KEYPOINTS = 1_000  # the most ORB keypoints kept per image (500 left too few on 
 MATCH_RATIO = 0.8  # a match counts when clearly nearer than the next nearest (Lowe's ratio test)
 REPROJECTION_PIXELS = 4.0  # how far, at FEATURE_SIDE, a match may land from where the transform puts it
 MATCHED_POINTS = 25  # matches agreeing with one transform, at least, for two images to show one picture
+DIFFERENT_AT_MOST = 12  # matches agreeing, at most, for two images to show different pictures; between: unsure
 FEWEST_KEYPOINTS = 100  # keypoints, at least, in both images for a failed match to mean different pictures
 SIGNATURE_SIDE = 16  # the signature's side: a picture shrunk to 16 x 16 grey levels
 SIGNATURE_ROWS = (slice(0, 16), slice(0, 12), slice(4, 16))  # all, or all but a bar of words along one edge
@@ -180,6 +182,8 @@ def check_pair(first: Picture | None, second: Picture | None) -> PairVerdict:
         most = max(most, points)
     if not (first.enough_keypoints and second.enough_keypoints):
         return PairVerdict("cannot tell", most, why_not=f"fewer than {FEWEST_KEYPOINTS} keypoints")
+    if most > DIFFERENT_AT_MOST:
+        return PairVerdict("cannot tell", most, why_not=f"{most} points agree, too few to match, too many to differ")
     return PairVerdict("different", most)
 
 
