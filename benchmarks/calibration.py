@@ -352,6 +352,7 @@ def scored_groups(groups: list[list[str]], makeup: dict) -> dict:
         "precision": right / grouped if grouped else 1.0,
         "recall": right / true if true else 1.0,
         "recall_by_kind": {kind: round(float(np.mean(found)), 2) for kind, found in sorted(found_by_kind.items())},
+        "found_by_kind": {kind: [sum(found), len(found)] for kind, found in sorted(found_by_kind.items())},
         "bursts_grouped": bursts_grouped,
         "grouped_images": sum(map(len, groups)),
     }
@@ -426,7 +427,14 @@ def verdicts(rows: list[dict]) -> list[str]:
     none = [row for row in rows if not row["copies"]]
     shortfalls = sorted(row["shortfall"] for row in rows if row["copies"])
     met = all(min(row["precision"], row["recall"]) >= 0.85 and row["shortfall"] <= 0.05 for row in clear)
+    found, copies = Counter(), Counter()
+    for row in rows:
+        for kind, (hits, count) in row["found_by_kind"].items():
+            found[kind] += hits
+            copies[kind] += count
+    by_kind = ", ".join(f"{kind} {found[kind] / copies[kind]:.2f} ({copies[kind]})" for kind in sorted(copies))
     return [
+        f"recall by kind over all makeups (copies): {by_kind}",
         f"makeups whose best threshold in hindsight reaches precision and recall 0.9: {len(clear)}; the "
         f"calibration's (precision, recall) there: {[(row['precision'], row['recall']) for row in clear]}; "
         f"worst shortfall {max([row['shortfall'] for row in clear], default=0):.3f}: "
@@ -437,7 +445,7 @@ def verdicts(rows: list[dict]) -> list[str]:
         f"makeups without copies: {len(none)}, images grouped {[row['grouped_images'] for row in none]} of "
         f"{[row['images'] for row in none]}",
         f"burst pairs grouped: {sum(row['bursts_grouped'] for row in rows)} of {sum(row['bursts'] for row in rows)}",
-        f"calibration and the near-duplicate rule against embedding: {sum(row['calibration_s'] for row in rows):.0f} s and "
+        f"calibration and the rule against embedding: {sum(row['calibration_s'] for row in rows):.0f} s and "
         f"{sum(row['check_s'] for row in rows):.0f} s against {sum(row['embedding_s'] for row in rows):.0f} s over "
         "all makeups",
     ]
