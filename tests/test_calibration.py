@@ -68,7 +68,7 @@ def calibrate_and_group(
     tmp_path, folder, model_name: str, source: str, threshold: float | None = None, extractor=None
 ):
     """Index `folder` with `extractor` (random weights when None), calibrate (no threshold set unless given), and
-    group: (calibration, groups, the collections left)."""
+    group: (calibration, the rule's findings, the collections left)."""
     client = QdrantClient(path=str(tmp_path / "qdrant"))
     paths = find_images(folder)
     if extractor is None:
@@ -77,10 +77,11 @@ def calibrate_and_group(
         embed = index_with(client, folder, paths, extractor, model_name).batches
     neighbours = open_neighbours(source, client, "images")
     workdir = tmp_path / "report"
-    _, calibration, groups = calibrate_as_the_notebook_does(client, folder, embed, neighbours, 200, workdir, threshold)
+    _, calibration, findings = calibrate_as_the_notebook_does(client, folder, embed, neighbours, 200, workdir,
+                                                              threshold)  # fmt: skip
     collections = [collection.name for collection in client.get_collections().collections]
     client.close()
-    return calibration, groups, collections
+    return calibration, findings, collections
 
 
 def copy_shared_photos(folder, count: int) -> list:
@@ -122,7 +123,7 @@ def test_groups_do_not_chain_and_the_calibration_leaves_nothing_behind(tmp_path,
     draw_look_alikes(folder, range(12, 24), picture_of)
 
     # random weights: the pipeline's mechanics at a given threshold, not what the calibration would choose
-    calibration, groups, collections = calibrate_and_group(tmp_path, folder, model_name, source, threshold=0.82)
+    calibration, findings, collections = calibrate_and_group(tmp_path, folder, model_name, source, threshold=0.82)
 
     assert calibration.chosen == "given" and calibration.grouping_threshold == 0.82
     client = QdrantClient(path=str(tmp_path / "qdrant"))
@@ -130,8 +131,8 @@ def test_groups_do_not_chain_and_the_calibration_leaves_nothing_behind(tmp_path,
     client.close()
     if model_name == "resnet18":  # its pairs at 0.82 chain (a like b like c, a and c different pictures)
         assert chains(pairs, picture_of), "the collection tests chaining"
-    paired = {frozenset((a, b)) for a, b, _ in pairs}
-    assert all(frozenset((group[0], member)) in paired for group in groups for member in group[1:]), (
+    paired = {frozenset((a, b)) for a, b, _ in findings.pairs}  # the pairs the rule calls near-duplicates
+    assert all(frozenset((group[0], member)) in paired for group in findings.groups for member in group[1:]), (
         "every member pairs with the image kept, never only through another member"
     )
     assert collections == ["images"], "no scratch collection"
@@ -144,10 +145,10 @@ def test_pure_noise_is_not_separable(tmp_path):
     folder = tmp_path / "images"
     save_noise(folder, 24)
 
-    calibration, groups, _ = calibrate_and_group(tmp_path, folder, "resnet18", "numpy")
+    calibration, findings, _ = calibrate_and_group(tmp_path, folder, "resnet18", "numpy")
 
     assert calibration.separable is False and calibration.grouping_threshold is None
-    assert groups == []
+    assert findings.groups == []
     said = str(calibration)
     assert "NOT SEPARABLE" in said and "IMGSIM_DUPLICATE_THRESHOLD" in said
     assert calibration.closest_pairs and all(f"{a} = {b}" in said for a, b, _ in calibration.closest_pairs)
@@ -157,9 +158,9 @@ def test_random_weights_on_a_collection_without_copies_group_few_images(tmp_path
     folder = tmp_path / "images"
     picture_of = draw_collection(folder, originals=60, with_copies=0)
 
-    calibration, groups, _ = calibrate_and_group(tmp_path, folder, "resnet18", "numpy")
+    calibration, findings, _ = calibrate_and_group(tmp_path, folder, "resnet18", "numpy")
 
-    assert sum(map(len, groups)) <= 0.2 * len(picture_of), "a few look-alikes at most, never most images"
+    assert sum(map(len, findings.groups)) <= 0.2 * len(picture_of), "a few look-alikes at most, never most images"
 
 
 def test_trained_weights_find_copies_gathered_in_one_folder_made_with_stronger_edits(tmp_path, trained_extractor):
@@ -176,10 +177,10 @@ def test_trained_weights_find_copies_gathered_in_one_folder_made_with_stronger_e
         image.crop(central_box(image.size, 0.92)).save(folder / "copies" / f"{number} crop.jpg", quality=90)
         picture_of |= {f"copies/{number} {kind}.jpg": key for kind in ("small", "q30", "crop")}
 
-    calibration, groups, _ = calibrate_and_group(tmp_path, folder, "resnet50", "numpy", extractor=trained_extractor)
+    calibration, findings, _ = calibrate_and_group(tmp_path, folder, "resnet50", "numpy", extractor=trained_extractor)
 
     assert calibration.separable, str(calibration)
-    precision, recall = pair_precision_and_recall(groups, picture_of)
+    precision, recall = pair_precision_and_recall(findings.groups, picture_of)
     assert precision >= 0.9 and recall >= 0.9, (precision, recall, str(calibration))
 
 
@@ -189,10 +190,10 @@ def test_trained_weights_on_photos_without_copies_separate_and_group_few(tmp_pat
     folder = tmp_path / "images"
     copy_shared_photos(folder, 150)
 
-    calibration, groups, _ = calibrate_and_group(tmp_path, folder, "resnet50", "numpy", extractor=trained_extractor)
+    calibration, findings, _ = calibrate_and_group(tmp_path, folder, "resnet50", "numpy", extractor=trained_extractor)
 
     assert calibration.separable and calibration.recall >= 0.9, "the planted copies show where copies would score"
-    assert sum(map(len, groups)) <= 0.05 * 150, "a few look-alikes at most"
+    assert sum(map(len, findings.groups)) <= 0.05 * 150, "a few look-alikes at most"
 
 
 def test_the_valley_lies_between_the_merely_alike_pairs_and_the_near_duplicates():

@@ -45,8 +45,9 @@ def indexed(root, folder, extractor=None, sample_size: int = 12) -> SimpleNamesp
     else:
         embed_file, embed = index_with(client, folder, paths, extractor, "resnet50")
     neighbours = ExactNeighbours(client, "images")
-    stored, calibration, groups = calibrate_as_the_notebook_does(client, folder, embed, neighbours, sample_size,
-                                                                 root / "report")  # fmt: skip
+    stored, calibration, findings = calibrate_as_the_notebook_does(client, folder, embed, neighbours, sample_size,
+                                                                   root / "report")  # fmt: skip
+    groups = findings.groups
     rule = NearDuplicates(calibration, Pictures.in_folder(folder), neighbours.mean)
     rule.find(neighbours, stored, [], progress=False)  # reads every stored picture, as the notebook's run does
     panel = SearchPanel(lambda: client, "images", folder, embed_file, duplicates=rule)

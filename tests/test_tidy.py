@@ -87,7 +87,9 @@ def tidied(tmp_path_factory):
     client = QdrantClient(path=str(root / "qdrant"))
     embed_file, embed = index_with_random_weights(client, folder, find_images(folder))
     neighbours = ExactNeighbours(client, "images")
-    stored, calibration, groups = calibrate_as_the_notebook_does(client, folder, embed, neighbours, 12, root / "report")
+    report = root / "report"
+    stored, calibration, findings = calibrate_as_the_notebook_does(client, folder, embed, neighbours, 12, report)
+    groups = findings.groups
     plan = plan_tidy(groups, stored, neighbours.centred_of)
     yield SimpleNamespace(
         root=root,
