@@ -97,12 +97,17 @@ def normalised(signatures: np.ndarray, rows: slice) -> np.ndarray:
 def signature_scores(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Every signature of `first` (N x SIDE x SIDE) against every one of `second` (M x ...): their correlation,
     the best of the whole pictures and of their upper or lower three quarters (SIGNATURE_ROWS), with the second
-    as it is or mirrored (N x M)."""
+    as it is or mirrored, and of the whole pictures with the second turned by quarter turns (N x M)."""
     best = np.full((len(first), len(second)), -np.inf, dtype=np.float32)
     for rows in SIGNATURE_ROWS:
         ours = normalised(first, rows)
         for theirs in (second, second[:, :, ::-1]):
             best = np.maximum(best, ours @ normalised(theirs, rows).T)
+    ours = normalised(first, SIGNATURE_ROWS[0])
+    for turns in (1, 2, 3):  # a photo turned on its side or upside down: its square turns with it
+        turned = np.rot90(second, turns, axes=(1, 2))
+        for theirs in (turned, turned[:, :, ::-1]):
+            best = np.maximum(best, ours @ normalised(theirs, SIGNATURE_ROWS[0]).T)
     return best
 
 
@@ -133,52 +138,64 @@ class Picture:
 
 @dataclass(frozen=True)
 class PairVerdict:
-    """What the check says of a pair, and why: how many matches agree, mirrored or stretched."""
+    """What the check says of a pair, and why: how many matches agree, mirrored, turned or stretched."""
 
     verdict: str  # one of VERDICTS
     points: int = 0  # matches agreeing with one transform
     mirrored: bool = False
+    turns: int = 0  # quarter turns, 0 to 3: a photo turned on its side (1, 3) or upside down (2)
     stretched: bool = False
     why_not: str = ""  # for `cannot tell`: which image had too few keypoints, or could not be read
 
     def __str__(self) -> str:
         if self.verdict == "matched":
-            how = [name for name, applies in (("mirrored", self.mirrored), ("stretched", self.stretched)) if applies]
-            return ", ".join([f"{self.points} points agree", *how])
+            turned = {1: "turned on its side", 2: "turned upside down", 3: "turned on its side"}.get(self.turns)
+            how = ["mirrored"] * self.mirrored + [turned] * bool(turned)
+            return ", ".join([f"{self.points} points agree", *how, *["stretched"] * self.stretched])
         if self.verdict == "different":
             return f"shows a different picture (only {self.points} points agree)"
         return f"the pixels cannot tell ({self.why_not})"
 
 
-def points_agreeing(first: Picture, second: Picture, mirrored: bool) -> int:
+def points_agreeing(first: Picture, second: Picture, mirrored: bool) -> tuple[int, float]:
     """How many one-to-one matches between two pictures' keypoints (the second's mirrored, if asked) agree
-    with one similarity transform."""
+    with one similarity transform, and the angle it turns by, in degrees."""
     (points_a, descriptors_a), (points_b, descriptors_b) = first.keypoints, (
         second.mirrored if mirrored else second.keypoints
     )
     if descriptors_a is None or descriptors_b is None or len(points_a) < 2 or len(points_b) < 2:
-        return 0
+        return 0, 0.0
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(descriptors_a, descriptors_b, k=2)
     good = [best for best, *rest in pairs if rest and best.distance < MATCH_RATIO * rest[0].distance]
     good = list({match.trainIdx: match for match in sorted(good, key=lambda m: -m.distance)}.values())
     if len(good) < 3:  # fewer than RANSAC needs to tell agreement from chance
-        return 0
+        return 0, 0.0
     from_a, to_b = points_a[[m.queryIdx for m in good]], points_b[[m.trainIdx for m in good]]
-    _, inliers = cv2.estimateAffinePartial2D(from_a, to_b, method=cv2.RANSAC,
-                                             ransacReprojThreshold=REPROJECTION_PIXELS)  # fmt: skip
-    return 0 if inliers is None else int(inliers.sum())
+    transform, inliers = cv2.estimateAffinePartial2D(from_a, to_b, method=cv2.RANSAC,
+                                                     ransacReprojThreshold=REPROJECTION_PIXELS)  # fmt: skip
+    if inliers is None:
+        return 0, 0.0
+    return int(inliers.sum()), float(np.degrees(np.arctan2(transform[1, 0], transform[0, 0])))
+
+
+def quarter_turns(degrees: float) -> int:
+    """The quarter turns (0 to 3) nearest `degrees`; a turn of a few degrees (a straightened photo) is none."""
+    return round(degrees / 90) % 4
 
 
 def check_pair(first: Picture | None, second: Picture | None) -> PairVerdict:
-    """Do two pictures show one picture, edited (mirrored and stretched included)? None: it could not be read."""
+    """Do two pictures show one picture, edited (mirrored, turned and stretched included)? None: it could not be
+    read."""
     if first is None or second is None:
         return PairVerdict("cannot tell", why_not="an image could not be read")
     most = 0
     for mirrored in (False, True):
-        points = points_agreeing(first, second, mirrored)
+        points, degrees = points_agreeing(first, second, mirrored)
         if points >= MATCHED_POINTS:
-            stretched = bool(abs(np.log(first.aspect / second.aspect)) > STRETCHED)
-            return PairVerdict("matched", points, mirrored, stretched)
+            turns = quarter_turns(degrees)
+            aspect = second.aspect if turns % 2 == 0 else 1 / second.aspect  # on its side, a photo's shape turns
+            stretched = bool(abs(np.log(first.aspect / aspect)) > STRETCHED)
+            return PairVerdict("matched", points, mirrored, turns, stretched)
         most = max(most, points)
     if not (first.enough_keypoints and second.enough_keypoints):
         return PairVerdict("cannot tell", most, why_not=f"fewer than {FEWEST_KEYPOINTS} keypoints")

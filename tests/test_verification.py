@@ -41,6 +41,16 @@ def test_the_signature_is_blind_to_colour_bars_mirroring_and_shape(edit):
     assert score >= 0.95
 
 
+@pytest.mark.parametrize("turn", [Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270])
+def test_a_copy_turned_on_its_side_or_upside_down_matches_and_keeps_its_signature(turn):
+    original, turned = Picture.of(ORIGINAL), Picture.of(jpeg(ORIGINAL.transpose(turn), 85))
+    verdict = check_pair(original, turned)
+    said = "upside down" if turn == Image.Transpose.ROTATE_180 else "on its side"
+    assert verdict.verdict == "matched" and said in str(verdict)
+    assert not verdict.stretched, "a photo on its side has its shape turned, not stretched"
+    assert signature_scores(original.signature[None], turned.signature[None])[0, 0] >= 0.95
+
+
 def test_another_picture_is_different_and_a_plain_one_cannot_be_told():
     plain = Image.new("RGB", (480, 360), (200, 180, 160))
     original, other = Picture.of(ORIGINAL), Picture.of(busy_picture(1))
