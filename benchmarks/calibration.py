@@ -16,7 +16,7 @@ stretched to another shape, two or three of these combined, or a byte-identical 
 (`burst_boxes`: two crops of the photo overlapping by half).
 
 Each makeup is a collection drawn from that pool with its own seed (`draw_makeup`): some label folders and
-some of their photos, none of them copied or up to 80 %, in groups of 2 to 9, with some kinds of edit, placed
+some of their photos, none of them copied or up to 98 %, in groups of 2 to 9, with some kinds of edit, placed
 beside their original, all in one folder or spread over the labels, and a few photos stored as the two shots
 of a burst instead. The calibration runs on it as the notebook runs it (`imgsim.calibration.calibrate_vectors`,
 which `calibrate` calls once the planted copies are embedded), with the planted copies' vectors taken from the
@@ -291,7 +291,7 @@ PLACEMENTS = ("beside the original", "all in one folder", "spread over the label
 def draw_makeup(pool: dict, seed: int) -> dict:
     """A collection drawn from the pool with its own seed: its keys, vectors, true pictures and how it was drawn.
 
-    Some label folders, some of their photos; none copied (one makeup in five) or up to 80 % of them, in
+    Some label folders, some of their photos; none copied (one makeup in five) or up to 98 % of them, in
     groups of 2 to a drawn largest, with the kinds of edit this makeup has, placed one way; a few photos
     stored as the two shots of a burst instead."""
     rng = random.Random(seed)
@@ -301,7 +301,7 @@ def draw_makeup(pool: dict, seed: int) -> dict:
     candidates = [i for i, photo in enumerate(photos) if photo.parent.name in folders]
     chosen = sorted(rng.sample(candidates, rng.randint(len(candidates) // 2, len(candidates))))
     bursts = set(rng.sample(chosen, min(len(chosen) // 10, rng.randint(0, 6))))
-    share = 0.0 if rng.random() < 0.2 else rng.uniform(0.02, 0.8)
+    share = 0.0 if rng.random() < 0.2 else rng.uniform(0.02, 0.98)
     kinds = sorted(rng.sample(list(KINDS_OF_EDIT), rng.randint(1, len(KINDS_OF_EDIT))))
     placement, largest_group = rng.choice(PLACEMENTS), rng.randint(2, USER_COPIES + 1)
     key_of = {i: f"{photos[i].parent.name}/{photos[i].name}" for i in chosen}
