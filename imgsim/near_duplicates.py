@@ -14,7 +14,10 @@
    SIGNATURE_SAME (`signature_bar`). So its error is known: no pair the check told apart would have passed
    it, and how many of the matched pairs would have is printed with the counts.
 
-Groups are formed around the image to keep (`duplicates.duplicate_groups`); identical files always group.
+Groups are formed around the image to keep (`duplicates.duplicate_groups`), so each member must be a near-
+duplicate of the kept image itself: where images are joined by near-duplicate pairs but not all paired with
+their keeper (a large group reaches beyond each image's nearest), those keeper pairs are checked too
+(`keeper_pairs`). Identical files always group.
 """
 
 import time
@@ -154,6 +157,27 @@ def nearest_by_signature(keys: list[str], signatures: np.ndarray, count: int) ->
     return pairs
 
 
+def keeper_pairs(keepers: list[str], decisions: list[Decision]) -> set[tuple[str, str]]:
+    """The pairs (as sorted keys) of each set of images joined by near-duplicate pairs, its keeper (the first in
+    `keepers`' order) with each other member: what grouping around the keeper needs to know."""
+    parent = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for d in decisions:
+        if d.near_duplicate:
+            parent[root(d.a)] = root(d.b)
+    rank = {key: position for position, key in enumerate(keepers)}
+    joined: dict[str, list[str]] = {}
+    for key in sorted(parent, key=lambda key: rank.get(key, len(rank))):
+        joined.setdefault(root(key), []).append(key)
+    return {tuple(sorted((keeper, other))) for keeper, *others in joined.values() for other in others}
+
+
 @dataclass
 class NearDuplicates:
     """The near-duplicate rule (see the module's docstring): the calibration, and the pictures it checks."""
@@ -219,9 +243,17 @@ class NearDuplicates:
         candidates, nearest = self.candidates(neighbours, progress)
         decisions = self.checked(candidates, "checking pairs" if progress else None)
         self.bar = signature_bar(decisions)
+        keepers = keepers_first(stored)
+        unchecked = keeper_pairs(keepers, [replace(d, bar=self.bar) for d in decisions]) - candidates.keys()
+        if unchecked:  # a large group's members are not all among its keeper's nearest: check them with it too
+            pairs = sorted(unchecked)
+            first, second = (list(keys) for keys in zip(*pairs, strict=True))
+            scores = np.sum(neighbours.centred_of(first) * neighbours.centred_of(second), axis=1).tolist()
+            decisions += self.checked(dict(zip(pairs, scores, strict=True)), "checking groups" if progress else None)
+        self.bar = signature_bar(decisions)
         decisions = [replace(d, bar=self.bar) for d in decisions]
         pairs = [(d.a, d.b, d.score) for d in decisions if d.near_duplicate]
-        groups = duplicate_groups(keepers_first(stored), pairs, exact_groups)
+        groups = duplicate_groups(keepers, pairs, exact_groups)
         return Findings(decisions, groups, nearest, self.bar, time.perf_counter() - started)
 
     def judge(self, client: QdrantClient, collection: str, vector: list[float], sha256: str | None,
