@@ -72,6 +72,9 @@ class Figures:
     def why_they_match(self, explainer, row, name: str = "query_why") -> None:
         """The heat maps of one row of results, given as (query path, title, hits): see `plot_why`."""
         query_path, query_title, hits = row
+        if not hits:
+            print("no match to explain: the collection holds no other image")
+            return
         match_paths = [self.image_dir / hit.payload["path"] for hit in hits]
         images, explanations = explainer.explain_files(query_path, match_paths)
         titles = [f"{hit.score:.3f} {hit.payload['label'] or ''}\n{shorten(hit.payload['path'], 24)}" for hit in hits]
