@@ -269,6 +269,7 @@ def test_a_screenshot_of_the_panel_on_the_shared_photos_with_trained_weights(tmp
         expect(panel).to_contain_text(f"query: {SCREENSHOT_QUERY}")
         panel.get_by_role("button", name="why?").click()
         expect(panel.locator(".imgsim-why img")).to_have_count(2 * 5)
+        panel.evaluate("panel => panel.scrollIntoView({block: 'start'})")  # the maps below the cards in view too
         panel.screenshot(path=str(screenshot), type="jpeg", quality=80)
         browser.close()
     shutil.copy(screenshot, ROOT / "images" / "search_panel.jpg")
