@@ -7,7 +7,7 @@ folder and report. The test runs all cells, uploads files through the panel's bu
 chooser), reads the matches' file names in the page and opens the "why?" view of their heat maps. With
 IMGSIM_SAVE_SCREENSHOT=1 (and the shared photos and trained weights of tests/conftest.py), a second test runs
 the notebook on those photos in JupyterLab and saves the panel, its "why?" view open, as
-images/search_panel.png. Without /usr/bin/chromium or Playwright the tests are skipped with the reason, except
+images/search_panel.jpg. Without /usr/bin/chromium or Playwright the tests are skipped with the reason, except
 under CI=true, where they fail.
 """
 
@@ -247,9 +247,9 @@ SCREENSHOT_QUERY = "dress/009b3c31-fb62-45c0-be9a-37a5c238cb88.jpg"  # the READM
 
 
 def test_a_screenshot_of_the_panel_on_the_shared_photos_with_trained_weights(tmp_path, trained_weights):
-    """images/search_panel.png: the panel on the 1,000 shared photos with the trained weights, "why?" open."""
+    """images/search_panel.jpg: the panel on the 1,000 shared photos with the trained weights, "why?" open."""
     if os.environ.get("IMGSIM_SAVE_SCREENSHOT") != "1":
-        pytest.skip("makes images/search_panel.png only when IMGSIM_SAVE_SCREENSHOT=1")
+        pytest.skip("makes images/search_panel.jpg only when IMGSIM_SAVE_SCREENSHOT=1")
     if not SHARED_PHOTOS.is_dir():
         pytest.skip(f"{SHARED_PHOTOS} is not there")
     require_browser()
