@@ -178,6 +178,16 @@ def keeper_pairs(keepers: list[str], decisions: list[Decision]) -> set[tuple[str
     return {tuple(sorted((keeper, other))) for keeper, *others in joined.values() for other in others}
 
 
+def centred_scores_of(neighbours, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """The centred score of each pair of stored images."""
+    if not pairs:
+        return {}
+    ordered = sorted(pairs)
+    first, second = (list(keys) for keys in zip(*ordered, strict=True))
+    scores = np.sum(neighbours.centred_of(first) * neighbours.centred_of(second), axis=1)
+    return dict(zip(ordered, scores.tolist(), strict=True))
+
+
 @dataclass
 class NearDuplicates:
     """The near-duplicate rule (see the module's docstring): the calibration, and the pictures it checks."""
@@ -207,12 +217,7 @@ class NearDuplicates:
         list(tqdm(reading, total=len(keys), unit="img", desc="reading pictures", disable=not progress))
         empty = np.zeros((0, SIGNATURE_SIDE, SIGNATURE_SIDE), np.float32)
         signatures = np.stack([self.signature_of(key) for key in keys]) if keys else empty
-        by_signature = nearest_by_signature(keys, signatures, NEAREST) - scored.keys()
-        if by_signature:
-            pairs = sorted(by_signature)
-            first, second = zip(*pairs, strict=True)
-            scores = np.sum(neighbours.centred_of(list(first)) * neighbours.centred_of(list(second)), axis=1)
-            scored.update(zip(pairs, scores.tolist(), strict=True))
+        scored |= centred_scores_of(neighbours, nearest_by_signature(keys, signatures, NEAREST) - scored.keys())
         return scored, nearest
 
     def signature_of(self, key: str) -> np.ndarray:
@@ -246,15 +251,12 @@ class NearDuplicates:
         keepers = keepers_first(stored)
         unchecked = keeper_pairs(keepers, [replace(d, bar=self.bar) for d in decisions]) - candidates.keys()
         if unchecked:  # a large group's members are not all among its keeper's nearest: check them with it too
-            pairs = sorted(unchecked)
-            first, second = (list(keys) for keys in zip(*pairs, strict=True))
-            scores = np.sum(neighbours.centred_of(first) * neighbours.centred_of(second), axis=1).tolist()
-            decisions += self.checked(dict(zip(pairs, scores, strict=True)), "checking groups" if progress else None)
+            decisions += self.checked(centred_scores_of(neighbours, unchecked), "checking groups" if progress else None)
         self.bar = signature_bar(decisions)
-        decisions = [replace(d, bar=self.bar) for d in decisions]
-        pairs = [(d.a, d.b, d.score) for d in decisions if d.near_duplicate]
-        groups = duplicate_groups(keepers, pairs, exact_groups)
-        return Findings(decisions, groups, nearest, self.bar, time.perf_counter() - started)
+        findings = Findings([replace(d, bar=self.bar) for d in decisions], [], nearest, self.bar)
+        findings.groups = duplicate_groups(keepers, findings.pairs, exact_groups)
+        findings.seconds = time.perf_counter() - started
+        return findings
 
     def judge(self, client: QdrantClient, collection: str, vector: list[float], sha256: str | None,
               data: bytes | None) -> str:  # fmt: skip

@@ -204,19 +204,19 @@ def check_pair(first: Picture | None, second: Picture | None) -> PairVerdict:
     return PairVerdict("different", most)
 
 
-def picture_of_file(path: Path) -> Picture | None:
-    """The picture of an image file, or None if it cannot be read (changed or gone since it was embedded)."""
+def picture_of_bytes(data: bytes) -> Picture | None:
+    """The picture of an image's bytes (a file's, or an upload held in memory), or None if it cannot be read."""
     try:
-        return Picture.of(open_image(path.read_bytes(), FEATURE_SIDE)[0])
-    except Exception:  # any failure of one file: the check cannot tell, and says so
+        return Picture.of(open_image(data, FEATURE_SIDE)[0])
+    except Exception:  # any failure of one image: the check cannot tell, and says so
         return None
 
 
-def picture_of_bytes(data: bytes) -> Picture | None:
-    """The picture of an image held in memory (an upload), or None if it cannot be read."""
+def picture_of_file(path: Path) -> Picture | None:
+    """The picture of an image file, or None if it cannot be read (changed or gone since it was embedded)."""
     try:
-        return Picture.of(open_image(data, FEATURE_SIDE)[0])
-    except Exception:  # a file the panel could not embed either: it has already said why
+        return picture_of_bytes(path.read_bytes())
+    except OSError:
         return None
 
 

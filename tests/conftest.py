@@ -201,8 +201,8 @@ def index_with(client: QdrantClient, folder: Path, paths: list[Path], extractor,
 def calibrate_as_the_notebook_does(
     client: QdrantClient, folder: Path, embed, neighbours, sample_size: int, workdir, threshold: float | None = None
 ):
-    """Section 7 on collection "images", with no threshold set unless given: (stored payloads, calibration, the
-    rule's findings)."""
+    """Section 7 on collection "images", with no threshold set unless given: (stored payloads, the near-duplicate
+    rule, its findings)."""
     stored = stored_files(client, "images")
     exact = exact_duplicate_groups(stored)
     calibration = calibrate(
@@ -210,7 +210,7 @@ def calibrate_as_the_notebook_does(
         exact_groups=exact, sample_size=sample_size, threshold=threshold, workdir=workdir,
     )
     rule = NearDuplicates(calibration, Pictures.in_folder(folder), neighbours.mean)
-    return stored, calibration, rule.find(neighbours, stored, exact, progress=False)
+    return stored, rule, rule.find(neighbours, stored, exact, progress=False)
 
 
 class NotebookRunner:

@@ -77,11 +77,10 @@ def calibrate_and_group(
         embed = index_with(client, folder, paths, extractor, model_name).batches
     neighbours = open_neighbours(source, client, "images")
     workdir = tmp_path / "report"
-    _, calibration, findings = calibrate_as_the_notebook_does(client, folder, embed, neighbours, 200, workdir,
-                                                              threshold)  # fmt: skip
+    _, rule, findings = calibrate_as_the_notebook_does(client, folder, embed, neighbours, 200, workdir, threshold)
     collections = [collection.name for collection in client.get_collections().collections]
     client.close()
-    return calibration, findings, collections
+    return rule.calibration, findings, collections
 
 
 def copy_shared_photos(folder, count: int) -> list:

@@ -26,10 +26,8 @@ from qdrant_client import QdrantClient
 import imgsim.calibration
 from imgsim.calibration import COPY_KINDS, calibrate, make_copies
 from imgsim.files import find_images, spread_sample
-from imgsim.near_duplicates import NearDuplicates
 from imgsim.neighbours import ExactNeighbours
 from imgsim.panel import SearchPanel
-from imgsim.verification import Pictures
 
 
 def grouped_with(groups: list[list[str]], key: str) -> set[str]:
@@ -45,14 +43,10 @@ def indexed(root, folder, extractor=None, sample_size: int = 12) -> SimpleNamesp
     else:
         embed_file, embed = index_with(client, folder, paths, extractor, "resnet50")
     neighbours = ExactNeighbours(client, "images")
-    stored, calibration, findings = calibrate_as_the_notebook_does(client, folder, embed, neighbours, sample_size,
-                                                                   root / "report")  # fmt: skip
-    groups = findings.groups
-    rule = NearDuplicates(calibration, Pictures.in_folder(folder), neighbours.mean)
-    rule.find(neighbours, stored, [], progress=False)  # reads every stored picture, as the notebook's run does
-    panel = SearchPanel(lambda: client, "images", folder, embed_file, duplicates=rule)
-    return SimpleNamespace(client=client, groups=groups, calibration=calibration, neighbours=neighbours, panel=panel,
-                           embed_file=embed_file)  # fmt: skip
+    _, rule, findings = calibrate_as_the_notebook_does(client, folder, embed, neighbours, sample_size, root / "report")
+    panel = SearchPanel(lambda: client, "images", folder, embed_file, duplicates=rule)  # after `find`, as the notebook
+    return SimpleNamespace(client=client, groups=findings.groups, calibration=rule.calibration, neighbours=neighbours,
+                           panel=panel, embed_file=embed_file)  # fmt: skip
 
 
 def save(image: Image.Image, path, quality: int = 88) -> None:

@@ -29,11 +29,9 @@ from qdrant_client import QdrantClient
 from imgsim.calibration import central_box
 from imgsim.duplicates import KEEPER_RULE, duplicate_groups, keepers_first
 from imgsim.files import find_images, relative_key
-from imgsim.near_duplicates import NearDuplicates
 from imgsim.neighbours import ExactNeighbours
 from imgsim.panel import SearchPanel
 from imgsim.tidy import RECORD, move_duplicates, plan_tidy, undo_moves
-from imgsim.verification import Pictures
 
 ORIGINALS = 44
 COPIED = range(0, 36, 6)
@@ -88,8 +86,8 @@ def tidied(tmp_path_factory):
     embed_file, embed = index_with_random_weights(client, folder, find_images(folder))
     neighbours = ExactNeighbours(client, "images")
     report = root / "report"
-    stored, calibration, findings = calibrate_as_the_notebook_does(client, folder, embed, neighbours, 12, report)
-    groups = findings.groups
+    stored, rule, findings = calibrate_as_the_notebook_does(client, folder, embed, neighbours, 12, report)
+    groups, calibration = findings.groups, rule.calibration
     plan = plan_tidy(groups, stored, neighbours.centred_of)
     yield SimpleNamespace(
         root=root,
@@ -99,6 +97,7 @@ def tidied(tmp_path_factory):
         stored=stored,
         neighbours=neighbours,
         calibration=calibration,
+        rule=rule,
         groups=groups,
         plan=plan,
         embed_file=embed_file,
@@ -221,8 +220,7 @@ def test_undo_never_overwrites_a_file_put_back_in_the_meantime(tidied, own_copy,
 
 
 def test_the_panel_calls_an_upload_of_identical_bytes_identical_and_a_resized_copy_a_near_duplicate(tidied, tmp_path):
-    rule = NearDuplicates(tidied.calibration, Pictures.in_folder(tidied.folder), tidied.neighbours.mean)
-    panel = SearchPanel(lambda: tidied.client, "images", tidied.folder, tidied.embed_file, duplicates=rule)
+    panel = SearchPanel(lambda: tidied.client, "images", tidied.folder, tidied.embed_file, duplicates=tidied.rule)
 
     upload(panel, "phone photo.jpg", jpeg_bytes(Image.open(tidied.folder / "warm" / "shot 5.jpg").resize((200, 150))))
     assert "near-duplicate of the stored warm/shot 5.jpg" in text(panel.message)
